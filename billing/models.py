@@ -1,0 +1,295 @@
+"""Credits: wallets, an append-only ledger, prices, packs and payments.
+
+These classes hold data and constraints only. Every change to a wallet or the ledger goes
+through `billing.services`; reads go through `billing.selectors`. See docs/billing.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+
+
+class Wallet(models.Model):
+    """Cached balances; they always equal the sums of the wallet's ledger entries.
+
+    A wallet belongs to exactly one owner. Today that is a user; a team wallet will add a
+    nullable `owner_team` and widen `wallet_has_exactly_one_owner` to "exactly one of the two".
+    """
+
+    owner_user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,  # money history outlives nothing: deactivate users, don't delete
+        related_name="wallet",
+    )
+    available = models.BigIntegerField(default=0, help_text="Credits that can be spent now.")
+    held = models.BigIntegerField(default=0, help_text="Credits reserved for queued or running jobs.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(available__gte=0), name="wallet_available_not_negative"),
+            models.CheckConstraint(condition=Q(held__gte=0), name="wallet_held_not_negative"),
+            models.CheckConstraint(condition=Q(owner_user__isnull=False), name="wallet_has_exactly_one_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Wallet of {self.owner_user}" if self.owner_user_id else f"Wallet {self.pk}"
+
+
+class EntryKind(models.TextChoices):
+    GRANT = "grant", "Grant"
+    PURCHASE = "purchase", "Purchase"
+    RESERVE = "reserve", "Reserve"
+    CAPTURE = "capture", "Capture"
+    RELEASE = "release", "Release"
+    REFUND = "refund", "Refund"
+    ADJUST = "adjust", "Adjustment"
+
+
+class LedgerEntryQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: D102
+        raise TypeError("The ledger is append-only: entries are never updated.")
+
+    def delete(self):  # noqa: D102
+        raise TypeError("The ledger is append-only: entries are never deleted.")
+
+
+class LedgerEntry(models.Model):
+    """One movement of credits. Never updated, never deleted.
+
+    `amount` is the size of the movement (>= 0); `available_delta` and `held_delta` are its
+    signed effect on the wallet's two balances, tied to `kind` by a CHECK constraint:
+
+    grant, purchase, refund: available +amount
+    reserve:                 available -amount, held +amount
+    capture:                 held -amount (spent)
+    release:                 held -amount, available +amount
+    adjust:                  available +/-amount (admin grant or revoke)
+    """
+
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=16, choices=EntryKind.choices)
+    amount = models.BigIntegerField()
+    available_delta = models.BigIntegerField()
+    held_delta = models.BigIntegerField()
+    available_after = models.BigIntegerField(help_text="The wallet's available balance after this entry.")
+    held_after = models.BigIntegerField(help_text="The wallet's held balance after this entry.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who caused this entry (staff for adjustments; empty for the system).",
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    job = models.ForeignKey(
+        "generation.Job",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,  # a deleted job keeps its money history; the key still names it
+        related_name="ledger_entries",
+    )
+    payment = models.ForeignKey(
+        "billing.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
+    )
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = LedgerEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [
+            models.Index(fields=["wallet", "-created_at"], name="ledger_wallet_recent_idx"),
+            models.Index(fields=["kind", "created_at"], name="ledger_kind_day_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="ledger_amount_not_negative"),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind__in=["grant", "purchase", "refund"], available_delta=F("amount"), held_delta=0)
+                    | Q(kind="reserve", available_delta=-F("amount"), held_delta=F("amount"))
+                    | Q(kind="capture", available_delta=0, held_delta=-F("amount"))
+                    | Q(kind="release", available_delta=F("amount"), held_delta=-F("amount"))
+                    | (
+                        Q(kind="adjust", held_delta=0)
+                        & (Q(available_delta=F("amount")) | Q(available_delta=-F("amount")))
+                    )
+                ),
+                name="ledger_deltas_match_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(available_after__gte=0, held_after__gte=0), name="ledger_after_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.available_delta:+d}/{self.held_delta:+d} ({self.idempotency_key})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("The ledger is append-only: entries are never updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("The ledger is append-only: entries are never deleted.")
+
+
+class PriceSettings(models.Model):
+    """Admin-editable prices (one row, pk=1).
+
+    A job costs ceil(reference_credits * multiplier * (w*h*steps*images) / (ref_w*ref_h*ref_steps)).
+    """
+
+    reference_credits = models.PositiveIntegerField(
+        default=4, help_text="Credits for one image at the reference size and steps."
+    )
+    reference_width = models.PositiveIntegerField(default=512, validators=[MinValueValidator(1)])
+    reference_height = models.PositiveIntegerField(default=512, validators=[MinValueValidator(1)])
+    reference_steps = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
+    signup_credits = models.PositiveIntegerField(
+        default=100, help_text="Free credits granted once per verified email address."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = "price settings"
+        verbose_name_plural = "price settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="price_settings_singleton"),
+            models.CheckConstraint(
+                condition=Q(reference_width__gte=1, reference_height__gte=1, reference_steps__gte=1),
+                name="price_settings_reference_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "Prices"
+
+    @classmethod
+    def load(cls) -> PriceSettings:
+        """The saved settings, or unsaved defaults when the row is missing (never writes)."""
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
+
+
+class ModelPrice(models.Model):
+    """A per-model price multiplier, keyed by the model name the job records."""
+
+    model_name = models.CharField(max_length=200, unique=True)
+    multiplier = models.DecimalField(
+        max_digits=7, decimal_places=3, default=Decimal("1.000"), validators=[MinValueValidator(0)]
+    )
+
+    class Meta:
+        ordering = ["model_name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(multiplier__gte=0), name="model_price_multiplier_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} x{self.multiplier}"
+
+
+class CreditPack(models.Model):
+    name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+    price_cents = models.PositiveIntegerField(validators=[MinValueValidator(50)], help_text="Price in cents.")
+    currency = models.CharField(max_length=3, default="usd")
+    active = models.BooleanField(default=True)
+    sort_order = models.IntegerField(default=0)
+
+    class Meta:
+        ordering = ["sort_order", "price_cents"]
+        constraints = [
+            models.CheckConstraint(condition=Q(credits__gte=1), name="credit_pack_credits_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.credits} credits for {self.price_display}"
+
+    @property
+    def price_display(self) -> str:
+        return format_money(self.price_cents, self.currency)
+
+
+def format_money(cents: int, currency: str) -> str:
+    symbol = {"usd": "$", "eur": "€", "gbp": "£"}.get(currency.lower())
+    amount = f"{cents // 100:,}.{cents % 100:02d}"
+    return f"{symbol}{amount}" if symbol else f"{amount} {currency.upper()}"
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PAID = "paid", "Paid"
+    EXPIRED = "expired", "Expired"
+
+
+class PaymentProvider(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+    TEST = "test", "Test purchase (no money)"
+
+
+class Payment(models.Model):
+    """A purchase of a credit pack. Credits arrive only when the provider confirms payment."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payments")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="payments")
+    pack = models.ForeignKey(CreditPack, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    pack_name = models.CharField(max_length=100)
+    credits = models.PositiveIntegerField()
+    amount_cents = models.PositiveIntegerField()
+    currency = models.CharField(max_length=3)
+    provider = models.CharField(max_length=16, choices=PaymentProvider.choices)
+    status = models.CharField(
+        max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING, db_index=True
+    )
+    stripe_checkout_session_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    stripe_payment_intent_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.pack_name} ({self.get_status_display()}) for {self.user}"
+
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount_cents, self.currency)
+
+
+class StripeEvent(models.Model):
+    """Every verified Stripe webhook event we processed, once: the id is the idempotency key.
+
+    The row is inserted in the same transaction as whatever the event changes, so a replayed,
+    redelivered or concurrent duplicate either finds it or fails on the primary key.
+    """
+
+    event_id = models.CharField(max_length=255, primary_key=True)
+    type = models.CharField(max_length=100)
+    livemode = models.BooleanField(default=False)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    outcome = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.type})"

@@ -1,0 +1,148 @@
+"""Reads: balances, holds, history, purchases, staff usage reports. Nothing here writes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from billing.models import CreditPack, EntryKind, LedgerEntry, Payment, Wallet
+
+
+def wallet_for_user(*, user) -> Wallet | None:
+    return Wallet.objects.filter(owner_user_id=user.pk).first()
+
+
+def wallet_balance(*, user) -> tuple[int, int]:
+    """(available, held) for a user; (0, 0) before their first credit."""
+    row = Wallet.objects.filter(owner_user_id=user.pk).values_list("available", "held").first()
+    return row if row is not None else (0, 0)
+
+
+def wallet_totals_from_ledger(*, wallet_id: int) -> tuple[int, int]:
+    """(available, held) recomputed from the entries: what the cached balances must equal."""
+    sums = LedgerEntry.objects.filter(wallet_id=wallet_id).aggregate(a=Sum("available_delta"), h=Sum("held_delta"))
+    return sums["a"] or 0, sums["h"] or 0
+
+
+def ledger_for_user(*, user) -> QuerySet[LedgerEntry]:
+    return LedgerEntry.objects.filter(wallet__owner_user_id=user.pk).select_related("job", "payment", "actor")
+
+
+def open_holds(*, wallet_id: int) -> QuerySet[LedgerEntry]:
+    """Reserve entries whose job has neither been captured nor released yet."""
+    settled = LedgerEntry.objects.filter(
+        wallet_id=wallet_id, kind__in=[EntryKind.CAPTURE, EntryKind.RELEASE], job_id=OuterRef("job_id")
+    )
+    return (
+        LedgerEntry.objects.filter(wallet_id=wallet_id, kind=EntryKind.RESERVE)
+        .exclude(Exists(settled))
+        .select_related("job")
+        .order_by("created_at")
+    )
+
+
+def open_holds_for_user(*, user) -> QuerySet[LedgerEntry]:
+    wallet = wallet_for_user(user=user)
+    return open_holds(wallet_id=wallet.pk) if wallet else LedgerEntry.objects.none()
+
+
+def job_charge(*, job) -> dict:
+    """What a job reserved, spent, released and had refunded (for the job page and staff)."""
+    rows = LedgerEntry.objects.filter(idempotency_key__in=[f"{k}:{job.pk}" for k in ("reserve", "capture", "release", "refund")])
+    charge = {"reserved": 0, "captured": 0, "released": 0, "refunded": 0}
+    names = {"reserve": "reserved", "capture": "captured", "release": "released", "refund": "refunded"}
+    for entry in rows:
+        charge[names[entry.kind]] = entry.amount
+    charge["on_hold"] = 0 if (charge["captured"] or charge["released"]) else charge["reserved"]
+    charge["spent"] = charge["captured"] - charge["refunded"]
+    return charge
+
+
+def payments_for_user(*, user) -> QuerySet[Payment]:
+    return Payment.objects.filter(user_id=user.pk)
+
+
+def packs_for_sale() -> QuerySet[CreditPack]:
+    return CreditPack.objects.filter(active=True)
+
+
+# --- staff ---------------------------------------------------------------------------------------
+
+
+def users_search(*, query: str, limit: int = 50):
+    User = get_user_model()
+    qs = User.objects.all().order_by("email", "pk")
+    query = query.strip()
+    if query:
+        fields = {f.name for f in User._meta.get_fields()}
+        condition = Q(email__icontains=query) if "email" in fields else Q(pk__in=[])
+        if "username" in fields:
+            condition |= Q(username__icontains=query)
+        if query.isdigit():
+            condition |= Q(pk=int(query))
+        qs = qs.filter(condition)
+    return qs.select_related("wallet")[:limit]
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    day: dt.date
+    granted: int
+    purchased: int
+    spent: int
+
+
+def usage_per_day(*, days: int = 30, today: dt.date | None = None) -> list[UsageDay]:
+    """Credits granted (signup grants + net admin adjustments), purchased and spent (captured
+    minus refunded) per UTC day, oldest first, one row per day including empty days."""
+    today = today or timezone.now().date()
+    start = today - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(start, dt.time.min, tzinfo=dt.timezone.utc)
+    rows = (
+        LedgerEntry.objects.filter(created_at__gte=since)
+        .exclude(kind__in=[EntryKind.RESERVE, EntryKind.RELEASE])
+        .annotate(day=TruncDate("created_at", tzinfo=dt.timezone.utc))
+        .values("day", "kind")
+        .annotate(total=Sum("available_delta"), held=Sum("held_delta"))
+    )
+    table: dict[dt.date, dict[str, int]] = {}
+    for row in rows:
+        bucket = table.setdefault(row["day"], {"granted": 0, "purchased": 0, "spent": 0})
+        kind = row["kind"]
+        if kind in (EntryKind.GRANT, EntryKind.ADJUST):
+            bucket["granted"] += row["total"] or 0
+        elif kind == EntryKind.PURCHASE:
+            bucket["purchased"] += row["total"] or 0
+        elif kind == EntryKind.CAPTURE:
+            bucket["spent"] += -(row["held"] or 0)
+        elif kind == EntryKind.REFUND:
+            bucket["spent"] -= row["total"] or 0
+    result = []
+    for i in range(days):
+        day = start + dt.timedelta(days=i)
+        bucket = table.get(day, {"granted": 0, "purchased": 0, "spent": 0})
+        result.append(UsageDay(day=day, **bucket))
+    return result
+
+
+def top_spenders(*, days: int = 30, limit: int = 10):
+    """Users by credits captured in the last `days` days."""
+    since = timezone.now() - dt.timedelta(days=days)
+    return list(
+        LedgerEntry.objects.filter(kind=EntryKind.CAPTURE, created_at__gte=since, wallet__owner_user__isnull=False)
+        .values("wallet__owner_user_id", "wallet__owner_user__email")
+        .annotate(spent=Sum("amount"))
+        .order_by("-spent", "wallet__owner_user_id")[:limit]
+    )
+
+
+def ledger_for_export(*, user=None) -> QuerySet[LedgerEntry]:
+    qs = LedgerEntry.objects.select_related("wallet", "actor").order_by("created_at", "id")
+    if user is not None:
+        qs = qs.filter(wallet__owner_user_id=user.pk)
+    return qs

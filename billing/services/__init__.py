@@ -1,0 +1,51 @@
+"""Every change to money goes through here (HackSoft style: keyword-only, typed, atomic).
+
+    credits_reserve / credits_capture / credits_release   the job lifecycle
+    credits_grant_signup / credits_adjust / credits_refund_job / credits_purchase
+    payment_checkout_start / payment_test_purchase / stripe_webhook_receive
+    job_price (billing.pricing, re-exported)
+"""
+
+from billing.pricing import job_price
+from billing.services.credits import (
+    AlreadyRecorded,
+    InsufficientCredits,
+    credits_adjust,
+    credits_capture,
+    credits_grant_signup,
+    credits_purchase,
+    credits_refund_job,
+    credits_release,
+    credits_reserve,
+    wallet_get_or_create_for_user,
+)
+from billing.services.payments import (
+    PaymentsNotConfigured,
+    WebhookRejected,
+    payment_checkout_start,
+    payment_test_purchase,
+    stripe_checkout_enabled,
+    stripe_webhook_receive,
+    purchases_test_mode_enabled,
+)
+
+__all__ = [
+    "AlreadyRecorded",
+    "InsufficientCredits",
+    "PaymentsNotConfigured",
+    "WebhookRejected",
+    "credits_adjust",
+    "credits_capture",
+    "credits_grant_signup",
+    "credits_purchase",
+    "credits_refund_job",
+    "credits_release",
+    "credits_reserve",
+    "job_price",
+    "payment_checkout_start",
+    "payment_test_purchase",
+    "stripe_checkout_enabled",
+    "stripe_webhook_receive",
+    "purchases_test_mode_enabled",
+    "wallet_get_or_create_for_user",
+]
