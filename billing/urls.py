@@ -1,9 +1,20 @@
 from django.urls import path
 
-from billing import views
+from billing import staff_views, views
 
 app_name = "billing"
 
 urlpatterns = [
     path("", views.credits_page, name="credits"),
+    path("packs/", views.packs_page, name="packs"),
+    path("packs/<int:pack_id>/checkout/", views.checkout, name="checkout"),
+    path("packs/<int:pack_id>/test-purchase/", views.test_purchase, name="test_purchase"),
+    path("checkout/return/", views.checkout_return, name="checkout_return"),
+    path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
+    path("quote/", views.quote, name="quote"),
+    path("staff/users/", staff_views.users, name="staff_users"),
+    path("staff/users/<int:user_id>/", staff_views.user_detail, name="staff_user"),
+    path("staff/refund/", staff_views.refund_job, name="staff_refund"),
+    path("staff/usage/", staff_views.usage, name="staff_usage"),
+    path("staff/ledger.csv", staff_views.ledger_csv, name="staff_ledger_csv"),
 ]

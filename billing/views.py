@@ -1,7 +1,156 @@
+"""User-facing billing pages: credits and history, packs, checkout, the webhook, the cost quote."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from billing import selectors, services
+from billing.forms import ASPECTS, QuoteForm
+from billing.models import CreditPack, Payment
+
+logger = logging.getLogger(__name__)
 
 
 @login_required
-def credits_page(request):
-    return render(request, "billing/credits.html", {})
+@require_GET
+def credits_page(request: HttpRequest) -> HttpResponse:
+    available, held = selectors.wallet_balance(user=request.user)
+    page = Paginator(selectors.ledger_for_user(user=request.user), 50).get_page(request.GET.get("page"))
+    context = {
+        "available": available,
+        "held": held,
+        "holds": selectors.open_holds_for_user(user=request.user),
+        "entries": page,
+        "payments": selectors.payments_for_user(user=request.user)[:50],
+    }
+    if request.htmx and request.GET.get("page"):
+        return render(request, "billing/credits.html#history", context)
+    return render(request, "billing/credits.html", context)
+
+
+@login_required
+@require_GET
+def packs_page(request: HttpRequest) -> HttpResponse:
+    available, _ = selectors.wallet_balance(user=request.user)
+    return render(
+        request,
+        "billing/packs.html",
+        {
+            "packs": selectors.packs_for_sale(),
+            "available": available,
+            "stripe_enabled": services.stripe_checkout_enabled(),
+            "test_mode": services.purchases_test_mode_enabled(),
+        },
+    )
+
+
+@login_required
+@require_POST
+def checkout(request: HttpRequest, pack_id: int) -> HttpResponse:
+    pack = get_object_or_404(CreditPack, pk=pack_id, active=True)
+    if not services.stripe_checkout_enabled():
+        messages.error(request, "Payments are not configured on this server.")
+        return redirect("billing:packs")
+    back = request.build_absolute_uri(reverse("billing:checkout_return"))
+    try:
+        url = services.payment_checkout_start(
+            user=request.user,
+            pack=pack,
+            success_url=back + "?session_id={CHECKOUT_SESSION_ID}",
+            cancel_url=request.build_absolute_uri(reverse("billing:packs")),
+        )
+    except Exception:  # Stripe down, bad key...: tell the user, log the details
+        logger.exception("Could not start a Stripe Checkout session")
+        messages.error(request, "The payment provider could not be reached. Please try again later.")
+        return redirect("billing:packs")
+    return redirect(url, permanent=False)
+
+
+@login_required
+@require_GET
+def checkout_return(request: HttpRequest) -> HttpResponse:
+    """Where Stripe sends the browser back. It proves nothing: credits come from the webhook."""
+    payment = None
+    session_id = request.GET.get("session_id", "")
+    if session_id:
+        payment = Payment.objects.filter(user=request.user, stripe_checkout_session_id=session_id).first()
+    return render(request, "billing/checkout_return.html", {"payment": payment})
+
+
+@login_required
+@require_POST
+def test_purchase(request: HttpRequest, pack_id: int) -> HttpResponse:
+    if not services.purchases_test_mode_enabled():
+        raise Http404("Test purchases are disabled.")
+    pack = get_object_or_404(CreditPack, pk=pack_id, active=True)
+    payment = services.payment_test_purchase(user=request.user, pack=pack)
+    messages.success(request, f"Test purchase: {payment.credits:,} credits added. No money was charged.")
+    return redirect("billing:credits")
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    try:
+        outcome = services.stripe_webhook_receive(
+            payload=request.body, signature=request.headers.get("Stripe-Signature")
+        )
+    except services.WebhookRejected as rejected:
+        logger.warning("Rejected a Stripe webhook: %s", rejected)
+        return HttpResponseBadRequest("invalid webhook", content_type="text/plain")
+    return HttpResponse(outcome, content_type="text/plain")
+
+
+def _size_from_aspect(aspect: str) -> tuple[int, int, str]:
+    """Width, height and model name the Create form would use for an aspect ratio."""
+    try:  # the generation app knows the current model's native size
+        from generation.forms import size_for_aspect
+        from generation.selectors import model_info
+
+        info = model_info()
+        width, height = size_for_aspect(aspect, info)
+        return width, height, info.name
+    except Exception:  # no model yet, or the generation app changed: assume a 512 model
+        across, down = ASPECTS[aspect]
+        long_side = int(round(512 * max(across, down) / min(across, down) / 8)) * 8
+        if across == down:
+            return 512, 512, ""
+        return (long_side, 512, "") if across > down else (512, long_side, "")
+
+
+@login_required
+@require_GET
+def quote(request: HttpRequest) -> HttpResponse:
+    """Live cost of the Create form's settings. Bad or missing input: a neutral fragment, status 200."""
+    available, _ = selectors.wallet_balance(user=request.user)
+    form = QuoteForm(request.GET)
+    cost = None
+    if form.is_valid():
+        data = form.cleaned_data
+        width, height = data["width"], data["height"]
+        aspect_width, aspect_height, current_model = _size_from_aspect(data["aspect"] or "1:1")
+        model_name = data["model_name"] or current_model
+        if not (width and height) and data["aspect"]:
+            width, height = aspect_width, aspect_height
+        if width and height:
+            try:
+                cost = services.job_price(
+                    width=width, height=height, steps=data["steps"], num_images=data["num_images"],
+                    model_name=model_name,
+                )
+            except ValueError:
+                cost = None
+    return render(
+        request,
+        "billing/_quote.html",
+        {"cost": cost, "available": available, "affordable": cost is not None and cost <= available},
+    )

@@ -1,0 +1,50 @@
+"""Forms: the live cost quote, staff adjustments and refunds."""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+
+ASPECTS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
+
+
+class QuoteForm(forms.Form):
+    """The Create form's fields that set the price. Explicit width/height win over aspect."""
+
+    width = forms.IntegerField(required=False, min_value=8, max_value=4096)
+    height = forms.IntegerField(required=False, min_value=8, max_value=4096)
+    aspect = forms.ChoiceField(required=False, choices=[(k, k) for k in ASPECTS])
+    steps = forms.IntegerField(min_value=1, max_value=150)
+    num_images = forms.IntegerField(min_value=1, max_value=4)
+    model_name = forms.CharField(required=False, max_length=200)
+
+
+class AdjustForm(forms.Form):
+    GRANT, REVOKE = "grant", "revoke"
+    action = forms.ChoiceField(choices=[(GRANT, "Grant credits"), (REVOKE, "Revoke credits")])
+    amount = forms.IntegerField(min_value=1, max_value=10_000_000)
+    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 40}))
+    token = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return reason
+
+    @property
+    def signed_amount(self) -> int:
+        amount = self.cleaned_data["amount"]
+        return amount if self.cleaned_data["action"] == self.GRANT else -amount
+
+
+class RefundForm(forms.Form):
+    job_id = forms.UUIDField(label="Job id")
+    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 40}))
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("A reason is required.")
+        return reason

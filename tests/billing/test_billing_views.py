@@ -1,0 +1,161 @@
+"""Pages: credits, packs, test purchases, the live quote, and the header fragment."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from billing.models import CreditPack, LedgerEntry, Payment
+from billing.selectors import wallet_balance
+from billing.services import credits_capture, credits_reserve
+from tests.billing.support import give, make_job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def pack(db):
+    return CreditPack.objects.create(name="Starter", credits=1000, price_cents=1000, currency="usd")
+
+
+def test_pages_need_login(client):
+    for name in ("billing:credits", "billing:packs", "billing:quote"):
+        response = client.get(reverse(name))
+        assert response.status_code == 302, name
+
+
+def test_credits_page_shows_balance_holds_history_and_purchases(client, user):
+    give(user, 50)
+    running = make_job(user)
+    credits_reserve(job=running, amount=4)
+    done = make_job(user)
+    credits_reserve(job=done, amount=4)
+    credits_capture(job=done, amount=4)
+    client.force_login(user)
+    response = client.get(reverse("billing:credits"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'id="credit-balance"' in html  # the header fragment, through the context processor
+    assert ">42<" in html  # available
+    assert ">4<" in html  # held
+    assert str(running.pk)[:8] in html  # the open hold
+    assert "Capture" in html and "Reserve" in html and "Adjustment" in html
+    assert "No purchases yet." in html
+
+
+def test_context_processor_and_balance_fragment(rf, user):
+    from django.template.loader import render_to_string
+
+    from billing.context_processors import wallet
+
+    request = rf.get("/")
+    request.user = user
+    assert wallet(request) == {"wallet_balance": 0, "wallet_held": 0}
+    give(user, 7)
+    context = wallet(request)
+    assert context == {"wallet_balance": 7, "wallet_held": 0}
+    html = render_to_string("billing/_balance.html", context)
+    assert 'id="credit-balance"' in html and "7</span> credits" in html and "hx-swap-oob" not in html
+
+
+def test_anonymous_context_is_empty(rf):
+    from django.contrib.auth.models import AnonymousUser
+
+    from billing.context_processors import wallet
+
+    request = rf.get("/")
+    request.user = AnonymousUser()
+    assert wallet(request) == {}
+
+
+def test_packs_page_without_stripe_says_not_configured(client, user, pack, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    settings.STRIPE_WEBHOOK_SECRET = ""
+    settings.STUDIO_BILLING_TEST_PURCHASES = False
+    client.force_login(user)
+    html = client.get(reverse("billing:packs")).content.decode()
+    assert "Payments are not configured" in html
+    assert "$10.00" in html and "1,000 credits" in html
+    assert "Test purchase" not in html
+    assert reverse("billing:checkout", args=[pack.pk]) not in html
+
+
+def test_checkout_without_stripe_redirects_back_with_message(client, user, pack, settings):
+    settings.STRIPE_SECRET_KEY = ""
+    client.force_login(user)
+    response = client.post(reverse("billing:checkout", args=[pack.pk]))
+    assert response.status_code == 302 and response.url == reverse("billing:packs")
+    assert not Payment.objects.exists()
+
+
+def test_test_purchase_disabled_is_404(client, user, pack, settings):
+    settings.STUDIO_BILLING_TEST_PURCHASES = False
+    client.force_login(user)
+    assert client.post(reverse("billing:test_purchase", args=[pack.pk])).status_code == 404
+    assert wallet_balance(user=user) == (0, 0)
+
+
+def test_test_purchase_when_enabled(client, user, pack, settings):
+    settings.STUDIO_BILLING_TEST_PURCHASES = True
+    client.force_login(user)
+    html = client.get(reverse("billing:packs")).content.decode()
+    assert "Test-purchase mode is on" in html and "Test purchase (no money)" in html
+    response = client.post(reverse("billing:test_purchase", args=[pack.pk]))
+    assert response.status_code == 302
+    assert wallet_balance(user=user) == (1000, 0)
+    payment = Payment.objects.get()
+    assert (payment.provider, payment.status, payment.credits) == ("test", "paid", 1000)
+    assert LedgerEntry.objects.get(kind="purchase").payment == payment
+    html = client.get(reverse("billing:credits")).content.decode()
+    assert "test purchase, no money" in html
+
+
+def test_test_purchase_needs_post(client, user, pack, settings):
+    settings.STUDIO_BILLING_TEST_PURCHASES = True
+    client.force_login(user)
+    assert client.get(reverse("billing:test_purchase", args=[pack.pk])).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ({"width": 512, "height": 512, "steps": 30, "num_images": 1}, "4 credits"),
+        ({"width": 512, "height": 512, "steps": 30, "num_images": 4}, "16 credits"),
+        ({"width": "", "height": "", "aspect": "1:1", "steps": 30, "num_images": 2}, "8 credits"),
+        ({"width": 1024, "height": 1024, "steps": 30, "num_images": 1, "aspect": "16:9"}, "16 credits"),
+    ],
+)
+def test_quote(client, user, params, expected):
+    give(user, 10)
+    client.force_login(user)
+    response = client.get(reverse("billing:quote"), params)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert expected in html and "(you have 10)" in html and 'id="cost-quote"' in html
+
+
+def test_quote_unaffordable_links_to_packs(client, user):
+    give(user, 3)
+    client.force_login(user)
+    html = client.get(reverse("billing:quote"), {"width": 512, "height": 512, "steps": 30, "num_images": 1}).content.decode()
+    assert "Not enough credits" in html and reverse("billing:packs") in html
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"steps": "x"}, {"width": -5, "height": 512, "steps": 30, "num_images": 1},
+     {"width": 512, "height": 512, "steps": 30, "num_images": 99}, {"aspect": "7:1", "steps": 30, "num_images": 1},
+     {"width": "1e9", "height": "512", "steps": "30", "num_images": "1"}],
+)
+def test_quote_bad_params_are_neutral(client, user, params):
+    client.force_login(user)
+    response = client.get(reverse("billing:quote"), params)
+    assert response.status_code == 200
+    assert "Cost: —" in response.content.decode()
+
+
+def test_checkout_return_proves_nothing(client, user):
+    client.force_login(user)
+    response = client.get(reverse("billing:checkout_return"), {"session_id": "cs_test_forged"})
+    assert response.status_code == 200
+    assert wallet_balance(user=user) == (0, 0)
