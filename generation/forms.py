@@ -1,0 +1,86 @@
+"""The Create form: what a user may ask for, checked against the current model's limits."""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+from django import forms
+
+from generation.engine.contracts import SAMPLERS, GenerationRequest, InvalidRequest, ModelInfo, validate_request
+
+MAX_SEED = 2**32 - 1
+ASPECT_RATIOS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
+
+
+def size_for_aspect(aspect: str, info: ModelInfo) -> tuple[int, int]:
+    """Short side at the model's native resolution, long side by the ratio, multiples of 8."""
+    across, down = ASPECT_RATIOS[aspect]
+    short = min(info.native_width, info.native_height)
+    long_side = min(int(round(short * max(across, down) / min(across, down) / 8)) * 8,
+                    max(info.max_width, info.max_height))
+    return (long_side, short) if across > down else (short, long_side) if down > across else (short, short)
+
+
+def aspect_label_for(width: int, height: int) -> str:
+    ratio = width / height
+    best = min(ASPECT_RATIOS, key=lambda key: abs(math.log(ratio * ASPECT_RATIOS[key][1] / ASPECT_RATIOS[key][0])))
+    across, down = ASPECT_RATIOS[best]
+    return best if abs(ratio - across / down) < 0.05 else f"{width}×{height}"
+
+
+class CreateForm(forms.Form):
+    prompt = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a small red star in the top left on a blue background"}),
+    )
+    negative_prompt = forms.CharField(
+        max_length=1000, required=False, widget=forms.Textarea(attrs={"rows": 2, "placeholder": "what to avoid"})
+    )
+    aspect = forms.ChoiceField(choices=[(key, key) for key in ASPECT_RATIOS], initial="1:1")
+    width = forms.IntegerField(required=False, min_value=8, help_text="Overrides the aspect ratio.")
+    height = forms.IntegerField(required=False, min_value=8)
+    steps = forms.IntegerField(min_value=1, max_value=150, initial=20)
+    guidance_scale = forms.FloatField(min_value=0, max_value=30, initial=7.0, label="Guidance scale")
+    sampler = forms.ChoiceField(choices=list(SAMPLERS.items()), initial="euler_a")
+    seed = forms.IntegerField(required=False, min_value=0, max_value=MAX_SEED, help_text="Empty: random.")
+    num_images = forms.IntegerField(min_value=1, max_value=4, initial=1, label="Images")
+
+    def __init__(self, *args, model_info: ModelInfo, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_info = model_info
+        self.fields["width"].widget.attrs["step"] = 8
+        self.fields["height"].widget.attrs["step"] = 8
+        self.fields["width"].widget.attrs["placeholder"] = "auto"
+        self.fields["height"].widget.attrs["placeholder"] = "auto"
+        self.fields["seed"].widget.attrs["placeholder"] = "random"
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        width, height = data.get("width"), data.get("height")
+        if (width is None) != (height is None):
+            raise forms.ValidationError("Give both width and height, or neither to use the aspect ratio.")
+        if width is None:
+            width, height = size_for_aspect(data["aspect"], self.model_info)
+        data["width"], data["height"] = width, height
+        try:
+            validate_request(self.generation_request(data, seed=0), self.model_info)
+        except InvalidRequest as error:
+            field = error.field if error.field in self.fields else None
+            if field in ("width", "height") and self.data.get(field) in (None, ""):
+                field = "aspect"  # the size came from the aspect ratio
+            self.add_error(field, error.message)
+        if data.get("seed") is None:
+            data["seed"] = secrets.randbelow(MAX_SEED + 1)
+        return data
+
+    @staticmethod
+    def generation_request(data: dict, *, seed: int) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=data["prompt"], negative_prompt=data.get("negative_prompt") or "",
+            width=data["width"], height=data["height"], steps=data["steps"],
+            guidance_scale=data["guidance_scale"], sampler=data["sampler"], seed=seed,
+            num_images=data["num_images"],
+        )

@@ -1,0 +1,29 @@
+"""Make sure the configured model exists; build the tiny random demo model when it is the one missing."""
+
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from generation import selectors
+
+
+class Command(BaseCommand):
+    help = "Check the configured model, building the demo model under var/ when needed."
+
+    def handle(self, *args, **options):
+        path = selectors.model_path()
+        if not (path / "model_index.json").exists():
+            if settings.STUDIO_MODEL_PATH:
+                raise CommandError(
+                    f"STUDIO_MODEL_PATH={path} is not a diffusers model folder (no model_index.json)."
+                )
+            self.stdout.write(f"Building the demo model in {path} …")
+            # A subprocess: torch is only ever imported by the engine, never by the web side.
+            subprocess.run([sys.executable, "-m", "generation.engine.demo_model", "build", str(path)], check=True)
+        info = selectors.model_info()
+        self.stdout.write(
+            f"Model {info.name} ({info.hash}) at {path}: native {info.native_width}x{info.native_height}, "
+            f"max {info.max_width}x{info.max_height}"
+        )

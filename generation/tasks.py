@@ -1,0 +1,26 @@
+"""Celery tasks: thin and idempotent. A message only says "there is work"; the database says what."""
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from generation import services
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def process_queue() -> int:
+    from generation.worker import process_available_jobs
+
+    return process_available_jobs()
+
+
+@shared_task(ignore_result=True)
+def sweep_expired_jobs() -> dict:
+    return services.jobs_sweep_expired()
+
+
+@worker_ready.connect
+def drain_queue_on_start(sender=None, **kwargs) -> None:
+    """Jobs queued while no worker was up (or whose wake-up message was lost) start now."""
+    queues = {queue.name for queue in sender.app.amqp.queues.consume_from.values()} if sender else set()
+    if "gpu" in queues:
+        process_queue.delay()

@@ -1,0 +1,158 @@
+"""Thin views: a full page for a normal request, a named partial for an htmx one."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
+
+from billing.services import InsufficientCredits
+from generation import selectors, services
+from generation.forms import CreateForm
+from generation.models import Image, Job
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("generation:create")
+    return render(request, "generation/home.html")
+
+
+def _get_job(request: HttpRequest, job_id) -> Job:
+    try:
+        return selectors.job_for_user(request.user, job_id)
+    except Job.DoesNotExist:
+        raise Http404("No such job.") from None
+
+
+def _get_image(request: HttpRequest, image_id) -> Image:
+    try:
+        return selectors.image_for_user(request.user, image_id)
+    except Image.DoesNotExist:
+        raise Http404("No such image.") from None
+
+
+def _initial_from_job(request: HttpRequest) -> dict:
+    """?from=<job id> reuses a job's settings; &seed=<n> also reuses that seed."""
+    job_id = request.GET.get("from")
+    if not job_id:
+        return {}
+    try:
+        job = selectors.job_for_user(request.user, job_id)
+    except (Job.DoesNotExist, ValidationError, ValueError):
+        return {}
+    initial = {
+        "prompt": job.prompt, "negative_prompt": job.negative_prompt, "steps": job.steps,
+        "guidance_scale": job.guidance_scale, "sampler": job.sampler, "num_images": job.num_images,
+        "width": job.width, "height": job.height,
+    }
+    if request.GET.get("seed", "").isdigit():
+        initial["seed"] = int(request.GET["seed"])
+    return initial
+
+
+def _form_error_response(request: HttpRequest, form: CreateForm, status: int) -> HttpResponse:
+    context = {"form": form, "model_info": form.model_info}
+    if request.htmx:
+        response = render(request, "generation/create.html#create-form", context, status=status)
+        return reswap(retarget(response, "#create-form"), "outerHTML")
+    context["recent_jobs"] = selectors.jobs_for_user(request.user)
+    return render(request, "generation/create.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def create(request: HttpRequest) -> HttpResponse:
+    info = selectors.model_info()
+    if request.method == "GET":
+        form = CreateForm(initial=_initial_from_job(request), model_info=info)
+        context = {"form": form, "model_info": info, "recent_jobs": selectors.jobs_for_user(request.user)}
+        return render(request, "generation/create.html", context)
+
+    form = CreateForm(request.POST, model_info=info)
+    if not form.is_valid():
+        return _form_error_response(request, form, status=400)
+    data = form.cleaned_data
+    try:
+        job = services.job_submit(
+            user=request.user, prompt=data["prompt"], negative_prompt=data["negative_prompt"],
+            width=data["width"], height=data["height"], steps=data["steps"],
+            guidance_scale=data["guidance_scale"], sampler=data["sampler"], seed=data["seed"],
+            num_images=data["num_images"],
+        )
+    except InsufficientCredits as error:
+        form.add_error(None, str(error))
+        form.needs_credits = True
+        return _form_error_response(request, form, status=402)
+    except services.TooManyActiveJobs as error:
+        form.add_error(None, str(error))
+        return _form_error_response(request, form, status=429)
+    if request.htmx:
+        return render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
+    return redirect("generation:job_detail", job_id=job.pk)
+
+
+@login_required
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    jobs = Job.objects.visible_to(request.user).prefetch_related("images")[:60]
+    return render(request, "generation/job_list.html", {"jobs": jobs})
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, job_id) -> HttpResponse:
+    return render(request, "generation/job_detail.html", selectors.job_context(_get_job(request, job_id)))
+
+
+@login_required
+@require_GET
+def job_panel(request: HttpRequest, job_id) -> HttpResponse:
+    """The live panel of one job: what a page polls when its websocket is gone."""
+    return render(request, "generation/_job_panel.html", selectors.job_context(_get_job(request, job_id)))
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, job_id) -> HttpResponse:
+    job = services.job_cancel(job=_get_job(request, job_id))
+    if request.htmx:
+        return render(request, "generation/_job_panel.html", selectors.job_context(job))
+    return redirect("generation:job_detail", job_id=job.pk)
+
+
+@login_required
+@require_GET
+def image_detail(request: HttpRequest, image_id) -> HttpResponse:
+    image = _get_image(request, image_id)
+    return render(request, "generation/image_detail.html", {"image": image, "job": image.job})
+
+
+def _serve(name: str, content_type: str, *, download_name: str | None = None) -> FileResponse:
+    try:
+        handle = default_storage.open(name, "rb")
+    except FileNotFoundError:
+        raise Http404("The image file is missing.") from None
+    response = FileResponse(handle, content_type=content_type, as_attachment=bool(download_name),
+                            filename=download_name or "")
+    response["Cache-Control"] = "private, max-age=86400"
+    return response
+
+
+@login_required
+@require_GET
+def image_file(request: HttpRequest, image_id) -> FileResponse:
+    image = _get_image(request, image_id)
+    download = f"studio-{image.seed}-{str(image.id)[:8]}.png" if "download" in request.GET else None
+    return _serve(image.file.name, "image/png", download_name=download)
+
+
+@login_required
+@require_GET
+def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
+    image = _get_image(request, image_id)
+    return _serve(image.thumbnail.name or image.file.name, "image/webp" if image.thumbnail else "image/png")
