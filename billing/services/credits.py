@@ -49,6 +49,15 @@ def wallet_get_or_create_for_user(*, user: AbstractBaseUser) -> Wallet:
     return wallet
 
 
+def _lock_job(job) -> None:
+    """Lock the job row first, so every path takes locks in one order: job, then wallet.
+
+    (A ledger entry's foreign key to the job takes a KEY SHARE lock on it; without this order a
+    capture and a release of one job could deadlock on PostgreSQL.)
+    """
+    list(type(job)._base_manager.select_for_update().filter(pk=job.pk).values_list("pk", flat=True))
+
+
 def _lock_wallet(wallet_id: int) -> Wallet:
     return Wallet.objects.select_for_update().get(pk=wallet_id)
 
@@ -168,6 +177,7 @@ def credits_capture(*, job: Job, amount: int) -> None:
         if amount:
             raise ValueError(f"Job {job.pk} has no reservation to capture {amount} credits from")
         return
+    _lock_job(job)
     _lock_wallet(reserve.wallet_id)
     _, settled = _job_hold(job)  # re-check under the lock
     if settled:
@@ -209,6 +219,7 @@ def credits_release(*, job: Job, reason: str) -> None:
     reserve, settled = _job_hold(job)
     if reserve is None or settled:
         return
+    _lock_job(job)
     _lock_wallet(reserve.wallet_id)
     _, settled = _job_hold(job)
     if settled:
@@ -233,6 +244,7 @@ def credits_refund_job(*, job: Job, actor, reason: str) -> LedgerEntry:
     capture = LedgerEntry.objects.filter(idempotency_key=f"capture:{job.pk}").first()
     if capture is None:
         raise ValueError("This job was not charged: there is nothing to refund.")
+    _lock_job(job)
     _lock_wallet(capture.wallet_id)
     key = f"refund:{job.pk}"
     if _exists(key):

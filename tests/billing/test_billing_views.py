@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from billing.models import CreditPack, LedgerEntry, Payment
 from billing.selectors import wallet_balance
-from billing.services import credits_capture, credits_reserve
+from billing.services import credits_capture, credits_reserve, job_price
 from tests.billing.support import give, make_job
 
 pytestmark = pytest.mark.django_db
@@ -121,7 +121,6 @@ def test_test_purchase_needs_post(client, user, pack, settings):
     [
         ({"width": 512, "height": 512, "steps": 30, "num_images": 1}, "4 credits"),
         ({"width": 512, "height": 512, "steps": 30, "num_images": 4}, "16 credits"),
-        ({"width": "", "height": "", "aspect": "1:1", "steps": 30, "num_images": 2}, "8 credits"),
         ({"width": 1024, "height": 1024, "steps": 30, "num_images": 1, "aspect": "16:9"}, "16 credits"),
     ],
 )
@@ -132,6 +131,19 @@ def test_quote(client, user, params, expected):
     assert response.status_code == 200
     html = response.content.decode()
     assert expected in html and "(you have 10)" in html and 'id="cost-quote"' in html
+
+
+def test_quote_from_aspect_uses_the_create_forms_size(client, user):
+    from billing.views import _size_from_aspect
+
+    width, height, model_name = _size_from_aspect("3:2")
+    expected = job_price(width=width, height=height, steps=30, num_images=2, model_name=model_name)
+    client.force_login(user)
+    html = client.get(
+        reverse("billing:quote"), {"width": "", "height": "", "aspect": "3:2", "steps": 30, "num_images": 2}
+    ).content.decode()
+    assert f'data-cost="{expected}"' in html
+    assert width > height
 
 
 def test_quote_unaffordable_links_to_packs(client, user):
@@ -159,3 +171,44 @@ def test_checkout_return_proves_nothing(client, user):
     response = client.get(reverse("billing:checkout_return"), {"session_id": "cs_test_forged"})
     assert response.status_code == 200
     assert wallet_balance(user=user) == (0, 0)
+
+
+def test_checkout_creates_a_pending_payment_and_redirects_to_stripe(client, user, pack, settings, monkeypatch):
+    import stripe
+
+    settings.STRIPE_SECRET_KEY = "sk_test_x"
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_x"
+    calls = []
+
+    def fake_create(**kwargs):
+        calls.append(kwargs)
+        return {"id": "cs_test_123", "url": "https://checkout.stripe.com/c/pay/cs_test_123"}
+
+    monkeypatch.setattr(stripe.checkout.Session, "create", fake_create)
+    client.force_login(user)
+    response = client.post(reverse("billing:checkout", args=[pack.pk]))
+    assert response.status_code == 302 and response.url == "https://checkout.stripe.com/c/pay/cs_test_123"
+    payment = Payment.objects.get()
+    assert (payment.status, payment.stripe_checkout_session_id, payment.credits, payment.amount_cents) == (
+        "pending", "cs_test_123", 1000, 1000)
+    (kwargs,) = calls
+    assert kwargs["metadata"] == {"payment_id": str(payment.pk)}
+    assert kwargs["line_items"][0]["price_data"]["unit_amount"] == 1000
+    assert kwargs["api_key"] == "sk_test_x" and kwargs["mode"] == "payment"
+    assert "{CHECKOUT_SESSION_ID}" in kwargs["success_url"]
+    assert wallet_balance(user=user) == (0, 0)  # nothing until the webhook says paid
+
+
+def test_checkout_when_stripe_fails(client, user, pack, settings, monkeypatch):
+    import stripe
+
+    settings.STRIPE_SECRET_KEY = "sk_test_x"
+    settings.STRIPE_WEBHOOK_SECRET = "whsec_x"
+
+    def boom(**kwargs):
+        raise stripe.APIConnectionError("down")
+
+    monkeypatch.setattr(stripe.checkout.Session, "create", boom)
+    client.force_login(user)
+    response = client.post(reverse("billing:checkout", args=[pack.pk]))
+    assert response.status_code == 302 and response.url == reverse("billing:packs")
