@@ -1,8 +1,9 @@
 """Fixtures for the billing tests.
 
-On SQLite the test database is a file (not Django's shared-cache in-memory database), so the
-threaded tests exercise real WAL + IMMEDIATE locking, as in production. This only applies when
-the billing tests set up the test database (e.g. `pytest tests/billing`).
+On SQLite the test database is a file in this run's own var dir (not Django's shared-cache
+in-memory database, and not a file shared with other test runs on the same checkout), so the
+threaded tests exercise real WAL + IMMEDIATE locking, as in production. This applies when the
+billing tests set up the test database (e.g. `pytest tests/billing`).
 """
 
 from __future__ import annotations
