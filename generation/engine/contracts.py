@@ -1,0 +1,147 @@
+"""Plain data that crosses the engine boundary, and request validation.
+
+Torch-free on purpose: the web process imports this module to validate forms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Sampler key -> A1111 label. The label is what goes into the PNG infotext.
+SAMPLERS: dict[str, str] = {
+    "euler": "Euler",
+    "euler_a": "Euler a",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_karras": "DPM++ 2M Karras",
+    "ddim": "DDIM",
+    "unipc": "UniPC",
+}
+
+MAX_PROMPT_CHARS = 1000
+MIN_SIDE = 64
+MIN_STEPS, MAX_STEPS = 1, 150
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
+MIN_IMAGES, MAX_IMAGES = 1, 4
+MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit; image i uses seed + i
+
+
+class EngineError(Exception):
+    """Base class of the errors the engine raises on purpose."""
+
+
+class InvalidRequest(EngineError, ValueError):
+    """The request cannot be run on this model. ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ModelError(EngineError):
+    """The model folder is missing, incomplete or of an unsupported kind."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    steps: int = 20
+    guidance_scale: float = 7.0
+    sampler: str = "euler_a"  # key from SAMPLERS
+    seed: int = 0
+    num_images: int = 1  # 1-4; image i uses seed + i (A1111 convention)
+    # Inpainting will add optional fields here (init image, mask, strength), all defaulted.
+
+
+@dataclass(frozen=True)
+class StepUpdate:
+    step: int  # 1-based, steps done
+    total_steps: int
+    preview_png: bytes | None  # small preview (PNG or WebP bytes), None when throttled/disabled
+    preview_mime: str  # "image/webp" or "image/png"; "" when preview_png is None
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes  # full PNG with an A1111-compatible "parameters" text chunk
+    seed: int
+    width: int
+    height: int
+    infotext: str  # the same text as in the chunk
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[GeneratedImage]
+    interrupted: bool
+    engine_seconds: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    hash: str  # short A1111-style hash: first 10 hex digits of a sha256 over the weights
+    family: str  # "sd1", "sd2", "sdxl", or a custom name from studio_model.json
+    native_width: int
+    native_height: int
+    max_width: int
+    max_height: int
+    vae_scale_factor: int
+    # Additions beyond the brief (all defaulted):
+    latent_channels: int = 4
+    # Linear latent->RGB preview: rgb = latent @ factors + bias, latents as the UNet sees them.
+    latent_rgb_factors: tuple[tuple[float, ...], ...] | None = None
+    latent_rgb_bias: tuple[float, ...] | None = field(default=None)
+    path: str = ""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_text(name: str, text) -> None:
+    if not isinstance(text, str):
+        raise InvalidRequest(name, "must be text")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(name, f"is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    bad = [c for c in text if (ord(c) < 32 and c not in "\n\t") or ord(c) == 127]
+    if bad:
+        raise InvalidRequest(name, "contains control characters")
+
+
+def _check_side(name: str, value, maximum: int, multiple: int) -> None:
+    if not _is_int(value):
+        raise InvalidRequest(name, "must be a whole number of pixels")
+    if value % multiple:
+        raise InvalidRequest(name, f"{value} is not a multiple of {multiple}")
+    if value < MIN_SIDE:
+        raise InvalidRequest(name, f"{value} is below the minimum of {MIN_SIDE}")
+    if value > maximum:
+        raise InvalidRequest(name, f"{value} is above this model's maximum of {maximum}")
+
+
+def validate_request(request: GenerationRequest, info: ModelInfo) -> None:
+    """Raise InvalidRequest for the first problem found; return None when the request can run."""
+    _check_text("prompt", request.prompt)
+    _check_text("negative_prompt", request.negative_prompt)
+    multiple = max(8, info.vae_scale_factor)
+    _check_side("width", request.width, info.max_width, multiple)
+    _check_side("height", request.height, info.max_height, multiple)
+    if not _is_int(request.steps) or not MIN_STEPS <= request.steps <= MAX_STEPS:
+        raise InvalidRequest("steps", f"must be a whole number from {MIN_STEPS} to {MAX_STEPS}")
+    g = request.guidance_scale
+    if not _is_number(g) or g != g or not MIN_GUIDANCE <= g <= MAX_GUIDANCE:
+        raise InvalidRequest("guidance_scale", f"must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g}")
+    if request.sampler not in SAMPLERS:
+        raise InvalidRequest("sampler", f"unknown sampler {request.sampler!r}; one of {', '.join(SAMPLERS)}")
+    if not _is_int(request.seed) or not 0 <= request.seed <= MAX_SEED:
+        raise InvalidRequest("seed", f"must be a whole number from 0 to {MAX_SEED}")
+    if not _is_int(request.num_images) or not MIN_IMAGES <= request.num_images <= MAX_IMAGES:
+        raise InvalidRequest("num_images", f"must be a whole number from {MIN_IMAGES} to {MAX_IMAGES}")

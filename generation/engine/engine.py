@@ -1,0 +1,184 @@
+"""The Engine: one StableDiffusionPipeline loaded once and kept warm, driven by plain requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from .contracts import (
+    GeneratedImage,
+    GenerationRequest,
+    GenerationResult,
+    ModelError,
+    ModelInfo,
+    StepUpdate,
+    validate_request,
+)
+from .infotext import format_infotext
+from .loading import dtype_kwarg, quiet_progress
+from .model_info import read_model_info
+from .pngmeta import encode_png
+from .previews import PREVIEW_MIME, DenoisedTracker, LinearPreviewer, TaesdPreviewer, encode_frame, grid
+from .samplers import make_scheduler
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(dtype, device: str) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        try:
+            return _DTYPES[dtype]
+        except KeyError:
+            raise ValueError(f"unknown dtype {dtype!r}; one of {', '.join(_DTYPES)}") from None
+    return dtype
+
+
+class Engine:
+    """Loads a diffusers SD 1.x/2.x folder once; generate() runs one request at a time.
+
+    Not for concurrent use from several threads: calls are serialised by a lock (one GPU, one job).
+    """
+
+    def __init__(self, model_path: str | Path, device: str | None = None, dtype=None,
+                 taesd_path: str | None = None):
+        self.info: ModelInfo = read_model_info(model_path)
+        if self.info.family == "sdxl":
+            raise ModelError(f"{model_path} is an SDXL model; the engine runs SD 1.x/2.x pipelines for now")
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        try:
+            with quiet_progress():
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    model_path,
+                    local_files_only=True,
+                    safety_checker=None,
+                    feature_extractor=None,
+                    requires_safety_checker=False,
+                    **dtype_kwarg(self.dtype),
+                )
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load {model_path}: {exc}") from exc
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe
+        self._base_scheduler_config = pipe.scheduler.config
+        self._lock = threading.Lock()
+        self._previewer = None
+        if taesd_path:
+            self._previewer = TaesdPreviewer(taesd_path, self.device, self.dtype)
+            self.preview_method = "taesd"
+        elif self.info.latent_rgb_factors is not None:
+            self._previewer = LinearPreviewer(self.info.latent_rgb_factors, self.info.latent_rgb_bias,
+                                              self.device)
+            self.preview_method = "linear"
+        else:
+            self.preview_method = "none"
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        *,
+        on_step: Callable[[StepUpdate], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        previews: bool = True,
+        preview_interval_s: float = 0.1,
+    ) -> GenerationResult:
+        """Run one request. Raises InvalidRequest before any work when the request is invalid.
+
+        on_step gets a StepUpdate after every step; it carries a preview frame on the first step,
+        then at most one per preview_interval_s, and always on the last step. should_cancel is
+        polled after every step; when it returns true the run stops and the result is
+        interrupted=True with no images. An exception raised by on_step aborts the run and propagates.
+        """
+        validate_request(request, self.info)
+        with self._lock:
+            started = time.perf_counter()
+            if should_cancel is not None and should_cancel():
+                return GenerationResult(images=[], interrupted=True, engine_seconds=0.0)
+            latents, interrupted = self._denoise(request, on_step, should_cancel, previews, preview_interval_s)
+            images = [] if interrupted else self._finish(request, latents)
+            return GenerationResult(images=images, interrupted=interrupted,
+                                    engine_seconds=time.perf_counter() - started)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _denoise(self, request, on_step, should_cancel, previews, preview_interval_s):
+        pipe = self.pipe
+        pipe.scheduler = make_scheduler(request.sampler, self._base_scheduler_config)
+        tracker = DenoisedTracker(pipe.scheduler)
+        previewer = self._previewer if previews else None
+        state = {"interrupted": False, "last_frame": None}
+
+        def on_step_end(pipeline, i, t, callback_kwargs):
+            step, total = i + 1, pipeline.num_timesteps
+            frame = None
+            if previewer is not None:
+                now = time.monotonic()
+                last = state["last_frame"]
+                if step == total or last is None or now - last >= preview_interval_s:
+                    source = tracker.latest()
+                    if source is None:
+                        source = callback_kwargs["latents"]
+                    frame = encode_frame(grid(previewer(source)))
+                    state["last_frame"] = now
+            if on_step is not None:
+                on_step(StepUpdate(step=step, total_steps=total, preview_png=frame,
+                                   preview_mime=PREVIEW_MIME if frame is not None else ""))
+            if should_cancel is not None and should_cancel():
+                state["interrupted"] = True
+                pipeline._interrupt = True  # diffusers skips the remaining steps
+            return {}
+
+        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
+        out = pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            width=request.width,
+            height=request.height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            num_images_per_prompt=request.num_images,
+            generator=generators,
+            output_type="latent",  # decoded below, and not at all when interrupted
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        return out.images, state["interrupted"]
+
+    def _finish(self, request: GenerationRequest, latents: torch.Tensor) -> list[GeneratedImage]:
+        pipe = self.pipe
+        images = []
+        for i in range(latents.shape[0]):  # one at a time: bounded VAE memory
+            with torch.inference_mode():
+                decoded = pipe.vae.decode(latents[i : i + 1] / pipe.vae.config.scaling_factor).sample
+            pil = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+            seed = request.seed + i
+            infotext = format_infotext(
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                steps=request.steps,
+                sampler=request.sampler,
+                guidance_scale=request.guidance_scale,
+                seed=seed,
+                width=request.width,
+                height=request.height,
+                model_hash=self.info.hash,
+                model_name=self.info.name,
+            )
+            images.append(GeneratedImage(png=encode_png(pil, infotext), seed=seed, width=pil.width,
+                                         height=pil.height, infotext=infotext))
+        return images
