@@ -46,11 +46,11 @@ class Wallet(models.Model):
 
 
 class EntryKind(models.TextChoices):
-    GRANT = "grant", "Grant"
+    GRANT = "grant", "Free credits"
     PURCHASE = "purchase", "Purchase"
-    RESERVE = "reserve", "Reserve"
-    CAPTURE = "capture", "Capture"
-    RELEASE = "release", "Release"
+    RESERVE = "reserve", "Reserved"
+    CAPTURE = "capture", "Spent"
+    RELEASE = "release", "Released"
     REFUND = "refund", "Refund"
     ADJUST = "adjust", "Adjustment"
 

@@ -49,6 +49,7 @@ def packs_page(request: HttpRequest) -> HttpResponse:
             "available": available,
             "stripe_enabled": services.stripe_checkout_enabled(),
             "test_mode": services.purchases_test_mode_enabled(),
+            "reference_cost": services.job_price(width=512, height=512, steps=30, num_images=1),
         },
     )
 

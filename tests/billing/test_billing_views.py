@@ -39,7 +39,7 @@ def test_credits_page_shows_balance_holds_history_and_purchases(client, user):
     assert ">42<" in html  # available
     assert ">4<" in html  # held
     assert str(running.pk)[:8] in html  # the open hold
-    assert "Capture" in html and "Reserve" in html and "Adjustment" in html
+    assert "Spent" in html and "Reserved" in html and "Adjustment" in html
     assert "No purchases yet." in html
 
 
