@@ -28,11 +28,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
         db.setdefault("TEST", {})["NAME"] = os.path.join(var_dir, "test-billing.sqlite3")
 
 
-@pytest.fixture(autouse=True)
-def _billing_urls(settings):
-    settings.ROOT_URLCONF = "tests.billing.urls"
-
-
 @pytest.fixture
 def make_user(db):
     def make(*, email: str | None = None, staff: bool = False, **extra):

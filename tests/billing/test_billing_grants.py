@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 from allauth.account.models import EmailAddress, EmailConfirmationHMAC

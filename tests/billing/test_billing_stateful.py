@@ -24,7 +24,7 @@ from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Sum
 from hypothesis import HealthCheck, settings as hyp_settings, strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from billing.models import CreditPack, EntryKind, LedgerEntry, Payment, StripeEvent, Wallet
 from billing.selectors import wallet_totals_from_ledger
