@@ -1,6 +1,12 @@
-"""`wallet_balance` and `wallet_held` for the header balance (billing/_balance.html)."""
+"""`wallet_balance` and `wallet_held` for the header balance (billing/_balance.html).
+
+Both are lazy (templates call callables): a render that never shows the balance, such as most
+htmx fragments, costs no query, and one that shows both costs one.
+"""
 
 from __future__ import annotations
+
+from functools import cache
 
 from billing.selectors import wallet_balance
 
@@ -9,5 +15,9 @@ def wallet(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    available, held = wallet_balance(user=user)
-    return {"wallet_balance": available, "wallet_held": held}
+
+    @cache
+    def balances() -> tuple[int, int]:
+        return wallet_balance(user=user)
+
+    return {"wallet_balance": lambda: balances()[0], "wallet_held": lambda: balances()[1]}

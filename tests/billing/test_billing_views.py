@@ -50,12 +50,28 @@ def test_context_processor_and_balance_fragment(rf, user):
 
     request = rf.get("/")
     request.user = user
-    assert wallet(request) == {"wallet_balance": 0, "wallet_held": 0}
+    context = wallet(request)
+    assert (context["wallet_balance"](), context["wallet_held"]()) == (0, 0)
     give(user, 7)
     context = wallet(request)
-    assert context == {"wallet_balance": 7, "wallet_held": 0}
+    assert (context["wallet_balance"](), context["wallet_held"]()) == (7, 0)
     html = render_to_string("billing/_balance.html", context)
     assert 'id="credit-balance"' in html and "7</span> credits" in html and "hx-swap-oob" not in html
+
+
+def test_context_processor_is_lazy(rf, user, django_assert_num_queries):
+    from django.template import engines
+
+    from billing.context_processors import wallet
+
+    request = rf.get("/")
+    request.user = user
+    give(user, 1234)
+    with django_assert_num_queries(0):
+        context = wallet(request)
+    template = engines["django"].from_string("{{ wallet_balance }}/{{ wallet_held }}")
+    with django_assert_num_queries(1):
+        assert template.render(context) == "1234/0"
 
 
 def test_anonymous_context_is_empty(rf):
