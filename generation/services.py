@@ -198,7 +198,7 @@ def job_succeed(*, lease: Lease, images: list[StoredImage], engine_seconds: floa
     )
     produced_cost = billing.job_price(
         width=job.width, height=job.height, steps=job.steps, num_images=len(images), model_name=job.model_name
-    )
+    ) if images else 0
     billing.credits_capture(job=job, amount=min(produced_cost, job.cost))
     _finish(job, state=JobState.SUCCEEDED, progress_step=job.steps, engine_seconds=engine_seconds)
     return job

@@ -126,7 +126,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 300, "expiry": 30},
+        # redis-py 8 defaults socket_timeout to 5 s, which aborts the layer's blocking BZPOPMIN
+        # (also 5 s) and tears websockets down; give reads room beyond the blocking timeout.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 300, "expiry": 30},
     }
 }
 
@@ -201,6 +203,7 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Studio <studio@localh
 # --- Files --------------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing root before collectstatic
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     # Front-end packages come from package.json through npm; only their dist folders are served.

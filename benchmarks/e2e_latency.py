@@ -1,0 +1,154 @@
+"""End-to-end latency of one job on the real stack, against the engine alone.
+
+    .venv/bin/python benchmarks/e2e_latency.py [--runs 3] [--sizes 256 512] [--steps 20]
+
+Starts a private Redis, migrates a fresh SQLite database in a temporary var dir, starts daphne
+and one Celery worker (solo pool), signs a user in over HTTP, then for each size:
+  (a) submit (HTTP POST of the Create form) -> the client sees SUCCEEDED on the websocket,
+      divided by the engine-only time for the same settings (target <= 1.10 at 512x512);
+  (b) engine time with previews on over off (target <= 1.05);
+  (c) submit -> the first preview frame on the websocket.
+The engine-only numbers come from this process, with the same model and settings, while the
+stack is idle. Medians of --runs runs after one warm-up each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+
+def setup_environment(var_dir: Path) -> None:
+    os.environ["STUDIO_VAR_DIR"] = str(var_dir)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "studio.settings"
+    os.environ["STUDIO_STATIC_FROM_FINDERS"] = "1"
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("STUDIO_MODEL_PATH", str(BASE_DIR / "var" / "cache" / "test-demo-model"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
+    setup_environment(var_dir)
+    import subprocess
+
+    from studio.private_redis import ensure_redis_url
+
+    redis = ensure_redis_url(var_dir / "redis")
+    if not Path(os.environ["STUDIO_MODEL_PATH"], "model_index.json").exists():
+        subprocess.run([sys.executable, "-m", "generation.engine.demo_model", "build", os.environ["STUDIO_MODEL_PATH"]],
+                       check=True, cwd=BASE_DIR)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], check=True, cwd=BASE_DIR)
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    from tests.e2e.conftest import WebUser
+    from tests.factories import make_user
+    from tests.live_stack import LiveStack, stack_environment
+
+    password = "Bench-Studio-123"
+    user = make_user(credits=100000, password=password)
+    from allauth.account.models import EmailAddress
+
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+
+    stack = LiveStack(env=stack_environment(database_url=f"sqlite:///{settings.DATABASES['default']['NAME']}"),
+                      log_dir=var_dir / "logs")
+    rows = []
+    try:
+        stack.start_web()
+        stack.start_worker()
+        web_user = WebUser(stack, user.email, password)
+        from generation.engine import Engine
+        from generation.engine.contracts import GenerationRequest
+
+        engine = Engine(os.environ["STUDIO_MODEL_PATH"])
+        for size in args.sizes:
+            rows.append(measure(size, args.steps, args.runs, web_user, stack, engine, GenerationRequest))
+    finally:
+        stack.stop()
+        if redis:
+            redis.stop()
+    print_table(rows, args.steps)
+
+
+def measure(size, steps, runs, web_user, stack, engine, GenerationRequest) -> dict:
+    from websockets.sync.client import connect
+
+    from generation.models import Job
+
+    form = {"prompt": "a small red star in the top left on a blue background", "negative_prompt": "",
+            "aspect": "1:1", "width": str(size), "height": str(size), "steps": str(steps),
+            "guidance_scale": "7", "sampler": "euler_a", "seed": "42", "num_images": "1"}
+
+    def one_job() -> tuple[float, float]:
+        started = time.perf_counter()
+        response = web_user.post_form("/create/", form, allow_redirects=False)
+        assert response.status_code == 302, response.text[:500]
+        job_id = response.headers["Location"].rstrip("/").split("/")[-1]
+        first_preview = None
+        with connect(f"{stack.ws_url}/ws/jobs/{job_id}/",
+                     additional_headers={"Cookie": web_user.cookie_header, "Origin": stack.base_url}) as socket:
+            while True:
+                message = socket.recv(timeout=120)
+                if first_preview is None and 'src="data:image/' in message:
+                    first_preview = time.perf_counter() - started
+                states = re.findall(r'data-state="(\w+)"', message)
+                if states and states[-1] in ("succeeded", "failed", "cancelled"):
+                    assert states[-1] == "succeeded", Job.objects.get(pk=job_id).error
+                    return time.perf_counter() - started, first_preview
+
+    def engine_time(previews: bool) -> float:
+        request = GenerationRequest(prompt=form["prompt"], width=size, height=size, steps=steps,
+                                    guidance_scale=7.0, sampler="euler_a", seed=42)
+        started = time.perf_counter()
+        engine.generate(request, on_step=lambda update: None, previews=previews)
+        return time.perf_counter() - started
+
+    one_job(), engine_time(True), engine_time(False)  # warm-ups
+    end_to_end, first_frames, with_previews, without_previews = [], [], [], []
+    for _ in range(runs):
+        total, first = one_job()
+        end_to_end.append(total)
+        first_frames.append(first)
+        with_previews.append(engine_time(True))
+        without_previews.append(engine_time(False))
+    median = statistics.median
+    return {
+        "size": f"{size}x{size}", "e2e": median(end_to_end), "engine": median(with_previews),
+        "engine_off": median(without_previews), "first": median(first_frames),
+    }
+
+
+def print_table(rows: list[dict], steps: int) -> None:
+    print(f"\nEnd-to-end latency, demo model, {steps} steps, medians (this machine)")
+    header = ("size", "submit->SUCCEEDED", "engine (previews on)", "(a) e2e/engine", "engine previews off",
+              "(b) on/off", "(c) submit->1st preview")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for row in rows:
+        print(" | ".join([
+            row["size"], f"{row['e2e']:.3f}s", f"{row['engine']:.3f}s", f"{row['e2e'] / row['engine']:.3f}",
+            f"{row['engine_off']:.3f}s", f"{row['engine'] / row['engine_off']:.3f}", f"{row['first']:.3f}s",
+        ]))
+
+
+if __name__ == "__main__":
+    main()
