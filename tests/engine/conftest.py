@@ -24,10 +24,16 @@ def demo_model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def engine(demo_model_path):
+def engine_device():
+    """STUDIO_TEST_ENGINE_DEVICE=cuda runs the engine tests on a GPU (default: cpu)."""
+    return os.environ.get("STUDIO_TEST_ENGINE_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def engine(demo_model_path, engine_device):
     from generation.engine import Engine
 
-    return Engine(demo_model_path, device="cpu")
+    return Engine(demo_model_path, device=engine_device)
 
 
 @pytest.fixture

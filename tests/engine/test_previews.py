@@ -23,7 +23,7 @@ def test_fitted_factors_approximate_the_vae_decode(engine):
         for i, prompt in enumerate(["a dragon over a lake", "pastel abstract", "old castle at night"])
     ])
     target = decode_small(pipe.vae, latents)
-    preview = project(latents, engine.info.latent_rgb_factors, engine.info.latent_rgb_bias)
+    preview = project(latents, engine.info.latent_rgb_factors, engine.info.latent_rgb_bias).cpu()
     assert preview.shape == target.shape == (3, 3, 16, 16)
     assert correlation(preview, target) > 0.6
     for c in range(3):  # each colour channel follows, not just the overall tint
@@ -64,10 +64,10 @@ def taesd_path(tmp_path_factory):
     return path
 
 
-def test_taesd_previews(demo_model_path, taesd_path, small_request):
+def test_taesd_previews(demo_model_path, taesd_path, small_request, engine_device):
     from generation.engine import Engine
 
-    engine = Engine(demo_model_path, device="cpu", taesd_path=str(taesd_path))
+    engine = Engine(demo_model_path, device=engine_device, taesd_path=str(taesd_path))
     assert engine.preview_method == "taesd"
     updates = []
     result = engine.generate(dataclasses.replace(small_request, steps=3), on_step=updates.append,
