@@ -17,13 +17,16 @@
 
   // A job panel listens on its websocket. If the socket closes before the job is final, poll
   // the panel over HTTP; the fresh panel reconnects its own websocket while the job is active.
+  // A poll that fails (the server is unreachable) leaves the panel in place: poll it again.
+  // Polling stops when the panel is swapped for a fresh one or its own socket opens again.
   var POLL_MS = 2000;
   function schedulePoll(panel) {
     if (!panel || !panel.isConnected || panel.dataset.polling) return;
     panel.dataset.polling = "1";
-    setTimeout(function () {
-      if (!panel.isConnected) return;
+    setTimeout(function poll() {
+      if (!panel.isConnected || !panel.dataset.polling) return;
       htmx.ajax("GET", panel.dataset.panelUrl, { target: panel, swap: "outerHTML" });
+      setTimeout(poll, POLL_MS);
     }, POLL_MS);
   }
   document.addEventListener("htmx:wsClose", function (event) {
@@ -31,5 +34,9 @@
   });
   document.addEventListener("htmx:wsError", function (event) {
     schedulePoll(event.target.closest("[data-job-panel][data-active]"));
+  });
+  document.addEventListener("htmx:wsOpen", function (event) {
+    var panel = event.target.closest("[data-job-panel]");
+    if (panel) delete panel.dataset.polling;
   });
 })();
