@@ -8,7 +8,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import reswap, retarget
+from django_htmx.http import reswap, retarget, trigger_client_event
 
 from billing.services import InsufficientCredits
 from generation import selectors, services
@@ -92,7 +92,8 @@ def create(request: HttpRequest) -> HttpResponse:
         form.add_error(None, str(error))
         return _form_error_response(request, form, status=429)
     if request.htmx:
-        return render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
+        response = render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
+        return trigger_client_event(response, "job-submitted")  # the cost quote refreshes its balance
     return redirect("generation:job_detail", job_id=job.pk)
 
 

@@ -45,6 +45,7 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> list[str]:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         return [
             redis_server_binary(),
             "--bind", "127.0.0.1",
@@ -56,7 +57,6 @@ class PrivateRedis:
         ]
 
     def start(self, stdout=subprocess.DEVNULL) -> PrivateRedis:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(self.command(), stdout=stdout, stderr=subprocess.STDOUT)
         self.wait_until_ready()
         return self

@@ -112,6 +112,24 @@ class Supervisor:
         return 0
 
 
+def start_everything(supervisor: Supervisor) -> None:
+    if not os.environ.get("REDIS_URL"):
+        from studio.private_redis import PrivateRedis
+
+        redis = PrivateRedis(var_dir() / "redis")
+        os.environ["REDIS_URL"] = redis.url
+        redis.process = supervisor.start("redis", redis.command()).process
+        redis.wait_until_ready()
+    supervisor.say("studio", RESET, f"Redis at {os.environ['REDIS_URL']}")
+    database = os.environ.get("DATABASE_URL", f"sqlite:///{var_dir() / 'studio.sqlite3'}")
+    supervisor.say("studio", RESET, f"Database {database.split('@')[-1]}")
+    for name, command in planned_children(sys.executable):
+        supervisor.start(name, command)
+    host = os.environ.get("STUDIO_HOST", "127.0.0.1")
+    supervisor.say("studio", RESET, f"Studio is starting at http://{host}:{os.environ.get('STUDIO_PORT', '8000')}/ "
+                                    "(Ctrl-C stops everything)")
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
     os.environ["PYTHONUNBUFFERED"] = "1"
@@ -123,24 +141,12 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    redis = None
-    if not os.environ.get("REDIS_URL"):
-        from studio.private_redis import PrivateRedis
-
-        redis = PrivateRedis(var_dir() / "redis")
-        os.environ["REDIS_URL"] = redis.url
-        redis.process = supervisor.start("redis", redis.command()).process
-        redis.wait_until_ready()
-    supervisor.say("studio", RESET, f"Redis at {os.environ['REDIS_URL']}")
-    database = os.environ.get("DATABASE_URL", f"sqlite:///{var_dir() / 'studio.sqlite3'}")
-    supervisor.say("studio", RESET, f"Database {database.split('@')[-1]}")
-
-    for name, command in planned_children(sys.executable):
-        supervisor.start(name, command)
-    host = os.environ.get("STUDIO_HOST", "127.0.0.1")
-    supervisor.say("studio", RESET, f"Studio is starting at http://{host}:{os.environ.get('STUDIO_PORT', '8000')}/ "
-                                    "(Ctrl-C stops everything)")
-    code = supervisor.watch()
+    try:
+        start_everything(supervisor)
+        code = supervisor.watch()
+    except Exception as error:
+        supervisor.say("studio", RESET, f"could not start: {error}")
+        code = 1
     supervisor.say("studio", RESET, "stopping…")
     supervisor.stop_all()
     supervisor.say("studio", RESET, "stopped")
