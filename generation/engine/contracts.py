@@ -5,7 +5,7 @@ Torch-free on purpose: the web process imports this module to validate forms.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Sampler key -> A1111 label. The label is what goes into the PNG infotext.
 SAMPLERS: dict[str, str] = {
@@ -94,7 +94,7 @@ class ModelInfo:
     latent_channels: int = 4
     # Linear latent->RGB preview: rgb = latent @ factors + bias, latents as the UNet sees them.
     latent_rgb_factors: tuple[tuple[float, ...], ...] | None = None
-    latent_rgb_bias: tuple[float, ...] | None = field(default=None)
+    latent_rgb_bias: tuple[float, ...] | None = None
     path: str = ""
 
 

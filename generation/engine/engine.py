@@ -109,7 +109,8 @@ class Engine:
             started = time.perf_counter()
             if should_cancel is not None and should_cancel():
                 return GenerationResult(images=[], interrupted=True, engine_seconds=0.0)
-            latents, interrupted = self._denoise(request, on_step, should_cancel, previews, preview_interval_s)
+            latents, interrupted = self._denoise(request, on_step, should_cancel, previews,
+                                                 preview_interval_s)
             images = [] if interrupted else self._finish(request, latents)
             return GenerationResult(images=images, interrupted=interrupted,
                                     engine_seconds=time.perf_counter() - started)

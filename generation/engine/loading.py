@@ -6,7 +6,8 @@ import contextlib
 
 
 def dtype_kwarg(dtype) -> dict:
-    """``{"dtype": ...}`` for diffusers that renamed ``torch_dtype`` (0.36+), else ``{"torch_dtype": ...}``."""
+    """The from_pretrained keyword for a torch dtype: ``dtype`` in diffusers that renamed it, else
+    ``torch_dtype`` (diffusers >= 0.32 is allowed by requirements.txt; 0.42 warns on the old name)."""
     try:
         from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  present once renamed
     except ImportError:

@@ -48,7 +48,8 @@ class TaesdPreviewer:
         from .loading import dtype_kwarg, quiet_progress
 
         with quiet_progress():
-            self.vae = AutoencoderTiny.from_pretrained(taesd_path, local_files_only=True, **dtype_kwarg(dtype))
+            self.vae = AutoencoderTiny.from_pretrained(taesd_path, local_files_only=True,
+                                                       **dtype_kwarg(dtype))
         self.vae.to(device).eval()
 
     def __call__(self, latents: torch.Tensor) -> np.ndarray:

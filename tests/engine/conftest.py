@@ -46,4 +46,5 @@ def small_request():
 
 def pytest_configure(config):
     # diffusers' schedulers call np.array(torch_tensor, copy=False) on numpy 2: harmless noise.
-    config.addinivalue_line("filterwarnings", r"ignore:__array__ implementation:DeprecationWarning:diffusers\..*")
+    config.addinivalue_line("filterwarnings",
+                            r"ignore:__array__ implementation:DeprecationWarning:diffusers\..*")

@@ -77,7 +77,8 @@ def test_on_step_every_step_with_differing_frames(engine, small_request):
         preview = Image.open(io.BytesIO(u.preview_png))
         assert preview.size == (16, 16)  # 1/8 of 128x128: the linear latent preview
         assert preview.format.lower() == u.preview_mime.split("/")[1]
-    first, last = (np.asarray(Image.open(io.BytesIO(f)).convert("RGB")).astype(int) for f in (frames[0], frames[-1]))
+    first, last = (np.asarray(Image.open(io.BytesIO(f)).convert("RGB")).astype(int)
+                   for f in (frames[0], frames[-1]))
     assert np.abs(first - last).mean() > 1
 
 
