@@ -7,18 +7,9 @@
 """
 
 from billing.pricing import job_price
-from billing.services.credits import (
-    AlreadyRecorded,
-    InsufficientCredits,
-    credits_adjust,
-    credits_capture,
-    credits_grant_signup,
-    credits_purchase,
-    credits_refund_job,
-    credits_release,
-    credits_reserve,
-    wallet_get_or_create_for_user,
-)
+from billing.services.credits import credits_capture, credits_refund_job, credits_release, credits_reserve
+from billing.services.grants import credits_adjust, credits_grant_signup, credits_purchase
+from billing.services.ledger import AlreadyRecorded, InsufficientCredits, wallet_get_or_create_for_user
 from billing.services.payments import (
     PaymentsNotConfigured,
     WebhookRejected,

@@ -16,7 +16,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import CreditPack, Payment, PaymentProvider, PaymentStatus, StripeEvent
-from billing.services.credits import credits_purchase, wallet_get_or_create_for_user
+from billing.services.grants import credits_purchase
+from billing.services.ledger import wallet_get_or_create_for_user
 
 logger = logging.getLogger(__name__)
 
