@@ -228,3 +228,28 @@ def test_checkout_when_stripe_fails(client, user, pack, settings, monkeypatch):
     client.force_login(user)
     response = client.post(reverse("billing:checkout", args=[pack.pk]))
     assert response.status_code == 302 and response.url == reverse("billing:packs")
+
+
+def test_quote_aspect_fallback_without_the_generation_model(monkeypatch):
+    import generation.selectors
+
+    from billing.views import _size_from_aspect
+
+    def broken():
+        raise FileNotFoundError("no model")
+
+    monkeypatch.setattr(generation.selectors, "model_info", broken)
+    assert _size_from_aspect("1:1") == (512, 512, "")
+    assert _size_from_aspect("3:2") == (768, 512, "")
+    assert _size_from_aspect("9:16") == (512, 912, "")
+
+
+def test_job_charge(user):
+    from billing.selectors import job_charge
+
+    give(user, 20)
+    job = make_job(user, num_images=4)
+    credits_reserve(job=job, amount=16)
+    assert job_charge(job=job) == {"reserved": 16, "captured": 0, "released": 0, "refunded": 0, "on_hold": 16, "spent": 0}
+    credits_capture(job=job, amount=12)
+    assert job_charge(job=job) == {"reserved": 16, "captured": 12, "released": 4, "refunded": 0, "on_hold": 0, "spent": 12}
