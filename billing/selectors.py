@@ -29,6 +29,21 @@ def wallet_totals_from_ledger(*, wallet_id: int) -> tuple[int, int]:
     return sums["a"] or 0, sums["h"] or 0
 
 
+def wallets_out_of_balance() -> list[dict]:
+    """Wallets whose cached balances differ from the sums of their entries (should be none)."""
+    from django.db.models import F
+    from django.db.models.functions import Coalesce
+
+    return list(
+        Wallet.objects.annotate(
+            ledger_available=Coalesce(Sum("entries__available_delta"), 0),
+            ledger_held=Coalesce(Sum("entries__held_delta"), 0),
+        )
+        .exclude(available=F("ledger_available"), held=F("ledger_held"))
+        .values("pk", "owner_user_id", "available", "held", "ledger_available", "ledger_held")
+    )
+
+
 def ledger_for_user(*, user) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(wallet__owner_user_id=user.pk).select_related("job", "payment", "actor")
 

@@ -217,3 +217,20 @@ def test_job_price_exact_not_float():
 def test_job_price_rejects_bad_input(bad):
     with pytest.raises(ValueError):
         job_price(width=bad, height=512, steps=30, num_images=1)
+
+
+def test_billing_check_command(user, make_user):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    give(user, 10)
+    job = make_job(user)
+    credits_reserve(job=job, amount=4)
+    give(make_user(), 3)
+    out = StringIO()
+    call_command("billing_check", stdout=out)
+    assert "All wallets balance." in out.getvalue()
+    Wallet.objects.filter(owner_user=user).update(available=7)  # simulate a bug behind the services' back
+    with pytest.raises(CommandError, match="1 wallet"):
+        call_command("billing_check", stdout=StringIO(), stderr=StringIO())
