@@ -1,0 +1,335 @@
+"""Train studio-tiny from scratch: autoencoder, then text encoder + UNet.
+
+    python -m generation.engine.training.train --out DIR [--device cuda]
+
+Writes a standard diffusers Stable Diffusion folder (model_index.json, vae/,
+text_encoder/, tokenizer/, unet/, scheduler/) plus ``studio_model.json`` (name,
+family, native and max size, fitted latent->RGB preview factors) and
+``train_log.json`` (the command, the settings, losses and timings).
+
+Deterministic for a given device and thread count: every random draw comes
+from generators seeded by ``--seed``. CPU and CUDA runs differ numerically.
+The UNet phase uses a constant learning rate (after warm-up) and an EMA of the
+weights, so a run stopped by ``--unet-time-limit`` after K steps equals a run
+with ``--unet-steps K``; the log records K. No Django here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import dataset
+from .models import LATENT_SIZE, build_text_encoder, build_unet, build_vae, scheduler_kwargs
+from .tokenizer import write_tokenizer
+
+FAMILY = "studio-tiny"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output model folder (diffusers layout)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=40_000, help="rendered training scenes")
+    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="render processes")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--vae-batch", type=int, default=24)
+    p.add_argument("--vae-crop", type=int, default=64, help="random square crops for the VAE")
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--unet-steps", type=int, default=12_000)
+    p.add_argument("--unet-batch", type=int, default=32)
+    p.add_argument("--unet-lr", type=float, default=4e-4)
+    p.add_argument("--unet-time-limit", type=float, default=0, help="stop the UNet phase after N s (0: off)")
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--min-snr-gamma", type=float, default=5.0)
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.use_deterministic_algorithms (slower on CUDA)")
+    p.add_argument("--init-from", default="",
+                   help="continue from a trained model folder: reuse its VAE (no VAE phase) and "
+                        "start the text encoder and UNet from its weights")
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
+                   help="store weights as float16 safetensors")
+    return p.parse_args(argv)
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def train_vae(vae, images_u8: torch.Tensor, args, device, gen: torch.Generator, log: dict):
+    vae.to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    n, crop, full = images_u8.shape[0], args.vae_crop, images_u8.shape[-1]
+    warm = max(1, args.vae_steps // 20)
+    losses = []
+    for step in range(args.vae_steps):
+        lr = args.vae_lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * step / args.vae_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, n, (args.vae_batch,), generator=gen, device=device)
+        ox, oy = (int(v) for v in torch.randint(0, full - crop + 1, (2,), generator=gen, device=device))
+        x = images_u8[idx, :, oy:oy + crop, ox:ox + crop].float() / 127.5 - 1
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen, device=device)
+        rec = vae.decode(z).sample
+        rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        kl = post.kl().mean()
+        loss = rec_loss + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        losses.append(rec_loss.item())
+        if step % 200 == 0 or step == args.vae_steps - 1:
+            _log(f"vae step {step} rec {np.mean(losses[-200:]):.4f} kl {kl.item():.1f} lr {lr:.2e}")
+    log["vae_loss_curve"] = [float(np.mean(losses[i:i + 200])) for i in range(0, len(losses), 200)]
+    vae.eval()
+
+
+@torch.no_grad()
+def encode_all(vae, images_u8: torch.Tensor, device, batch: int = 256):
+    means, stds = [], []
+    for a in range(0, images_u8.shape[0], batch):
+        x = images_u8[a:a + batch].to(device).float() / 127.5 - 1
+        d = vae.encode(x).latent_dist
+        means.append(d.mean)
+        stds.append(d.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
+def fit_latent_rgb(vae, lat_mean: torch.Tensor, scaling: float, count: int = 2048):
+    """Least squares: rgb(latent pixel) = (latent * scaling_factor) @ M + b.
+
+    Targets are the VAE's own decode of those latents, average-pooled 8x8 to
+    latent size, in [-1, 1]. Latents are taken as the pipeline sees them, i.e.
+    already multiplied by vae.config.scaling_factor.
+    """
+    z = lat_mean[:count]
+    rgb = []
+    for a in range(0, z.shape[0], 256):
+        img = vae.decode(z[a:a + 256]).sample.clamp(-1, 1)
+        rgb.append(F.avg_pool2d(img, 8))
+    rgb = torch.cat(rgb).permute(0, 2, 3, 1).reshape(-1, 3).double().cpu()
+    lat = (z * scaling).permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double().cpu()
+    a_mat = torch.cat([lat, torch.ones(lat.shape[0], 1, dtype=torch.float64)], 1)
+    sol = torch.linalg.lstsq(a_mat, rgb).solution
+    resid = (a_mat @ sol - rgb).pow(2).mean().sqrt().item()
+    m, b = sol[:-1], sol[-1]
+    return [[round(float(v), 5) for v in row] for row in m], [round(float(v), 5) for v in b], resid
+
+
+# ----------------------------------------------------------------------------- UNet
+
+
+def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, args, device, gen, log):
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(**scheduler_kwargs())
+    acp = sched.alphas_cumprod.to(device)
+    snr = acp / (1 - acp).clamp(min=1e-8)
+    unet.to(device).train()
+    text_encoder.to(device).train()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    n = ids.shape[0]
+    warm = 500
+    losses, t0, done = [], time.time(), 0
+    for step in range(args.unet_steps):
+        if args.unet_time_limit and time.time() - t0 > args.unet_time_limit:
+            _log(f"unet time limit reached after {step} steps")
+            break
+        for g in opt.param_groups:
+            g["lr"] = args.unet_lr * min(1.0, (step + 1) / warm)
+        b = args.unet_batch
+        idx = torch.randint(0, n, (b,), generator=gen, device=device)
+        tok = ids[idx]
+        drop = torch.rand(b, generator=gen, device=device) < args.caption_dropout
+        tok = torch.where(drop[:, None], empty_ids[None, :], tok)
+        x0 = (lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen, device=device))
+        x0 = x0 * scaling
+        noise = torch.randn(x0.shape, generator=gen, device=device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen, device=device)
+        noisy = sched.add_noise(x0, noise, t)
+        target = sched.get_velocity(x0, noise, t)
+        cond = text_encoder(tok)[0]
+        pred = unet(noisy, t, cond).sample
+        # min-SNR-gamma weighting for v-prediction: min(snr, g) / (snr + 1)
+        w = torch.clamp(snr[t], max=args.min_snr_gamma) / (snr[t] + 1)
+        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        losses.append(loss.item())
+        done = step + 1
+        if step % 250 == 0 or step == args.unet_steps - 1:
+            rate = (time.time() - t0) / done
+            _log(f"unet step {step} loss {np.mean(losses[-250:]):.4f} ({rate * 1000:.0f} ms/step)")
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    unet.eval()
+    text_encoder.eval()
+    log["unet_steps_done"] = done
+    log["unet_loss_curve"] = [float(np.mean(losses[i:i + 250])) for i in range(0, len(losses), 250)]
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_model(out: Path, vae, text_encoder, unet, tok_dir: Path, studio: dict, fp16: bool):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    scheduler = EulerDiscreteScheduler(**scheduler_kwargs())
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.to("cpu")
+    if fp16:
+        # UNet and VAE as float16 (diffusers loads them back as float32 unless told
+        # otherwise). The text encoder stays float32: it is small, and transformers 5
+        # would load float16 weights as float16, breaking a float32 pipeline.
+        unet.half()
+        vae.half()
+    pipe.save_pretrained(out, safe_serialization=True)
+    unet.float()
+    vae.float()
+    # Our hand-written tokenizer files, not whatever transformers re-serialises.
+    shutil.rmtree(out / "tokenizer", ignore_errors=True)
+    shutil.copytree(tok_dir, out / "tokenizer")
+    (out / "studio_model.json").write_text(json.dumps(studio, indent=1) + "\n")
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    t_start = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(args.deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not args.deterministic
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    log: dict = {
+        "command": "python -m generation.engine.training.train " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "args": vars(args), "torch": torch.__version__, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(), "timings_s": {},
+    }
+    timings = log["timings_s"]
+
+    tok_dir = out / "_tokenizer_build"
+    vocab_size = write_tokenizer(tok_dir, dataset.vocabulary())
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    t = time.time()
+    imgs, captions = dataset.render_dataset(args.images, args.seed, workers=args.workers)
+    images_u8 = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(device)
+    timings["render"] = time.time() - t
+    _log(f"rendered {len(captions)} scenes in {timings['render']:.1f}s")
+
+    t = time.time()
+    if args.init_from:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(Path(args.init_from) / "vae", torch_dtype=torch.float32).to(device)
+        vae.eval()
+        log["init_from_log"] = json.loads((Path(args.init_from) / "train_log.json").read_text())
+    else:
+        vae = build_vae()
+        train_vae(vae, images_u8, args, device, gen, log)
+    timings["vae_train"] = time.time() - t
+    t = time.time()
+    lat_mean, lat_std = encode_all(vae, images_u8, device)
+    if not args.init_from:
+        sample = lat_mean[:4096] + lat_std[:4096] * torch.randn(lat_mean[:4096].shape, generator=gen, device=device)
+        vae.register_to_config(scaling_factor=round(float(1.0 / sample.std()), 5))
+    scaling = vae.config.scaling_factor
+    factors, bias, resid = fit_latent_rgb(vae, lat_mean, scaling)
+    timings["vae_encode"] = time.time() - t
+    log.update(scaling_factor=scaling, latent_rgb_rms_error=resid)
+    _log(f"encoded; scaling_factor {scaling:.4f}; latent->rgb rms {resid:.3f}")
+    del images_u8
+
+    t = time.time()
+    text_encoder = build_text_encoder(vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id)
+    unet = build_unet()
+    if args.init_from:
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        src = Path(args.init_from)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32).state_dict())
+        text_encoder.load_state_dict(CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32).state_dict())
+    enc = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                                  truncation=True, return_tensors="pt").input_ids.to(device)
+    ids, empty_ids = enc(captions), enc([""])[0]
+    train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, args, device, gen, log)
+    timings["unet_train"] = time.time() - t
+
+    studio = {
+        "name": "studio-tiny",
+        "family": FAMILY,
+        "native_width": dataset.SIZE,
+        "native_height": dataset.SIZE,
+        "max_width": 2 * dataset.SIZE,
+        "max_height": 2 * dataset.SIZE,
+        "latent_rgb_factors": factors,
+        "latent_rgb_bias": bias,
+        "latent_rgb_note": "rgb = (latents * vae.config.scaling_factor) @ factors + bias, per latent "
+                           "pixel, i.e. on latents as the pipeline sees them; result in [-1, 1]",
+        "prediction_type": "v_prediction",
+        "trained_steps": {
+            "vae": log.get("init_from_log", {}).get("args", {}).get("vae_steps", args.vae_steps),
+            "unet": log["unet_steps_done"] + log.get("init_from_log", {}).get("unet_steps_done", 0),
+        },
+    }
+    vae.to("cpu"), text_encoder.to("cpu"), unet.to("cpu")
+    try:
+        save_model(out, vae, text_encoder, unet, tok_dir, studio, args.fp16)
+    except Exception:  # keep the trained weights whatever went wrong while saving
+        torch.save({"vae": vae.state_dict(), "text_encoder": text_encoder.state_dict(),
+                    "unet": unet.state_dict(), "studio": studio, "log": log}, out / "raw_weights.pt")
+        raise
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    timings["total"] = time.time() - t_start
+    (out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
+    _log(f"saved {out} in {timings['total']:.0f}s total")
+    assert LATENT_SIZE == dataset.SIZE // 8
+    return out
+
+
+if __name__ == "__main__":
+    main()
