@@ -6,7 +6,7 @@ import uuid
 
 from django import forms
 
-ASPECTS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
+from generation.forms import ASPECT_RATIOS
 
 
 class QuoteForm(forms.Form):
@@ -14,7 +14,7 @@ class QuoteForm(forms.Form):
 
     width = forms.IntegerField(required=False, min_value=8, max_value=4096)
     height = forms.IntegerField(required=False, min_value=8, max_value=4096)
-    aspect = forms.ChoiceField(required=False, choices=[(k, k) for k in ASPECTS])
+    aspect = forms.ChoiceField(required=False, choices=[(k, k) for k in ASPECT_RATIOS])
     steps = forms.IntegerField(min_value=1, max_value=150)
     num_images = forms.IntegerField(min_value=1, max_value=4)
     model_name = forms.CharField(required=False, max_length=200)

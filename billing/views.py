@@ -14,8 +14,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors, services
-from billing.forms import ASPECTS, QuoteForm
+from billing.forms import QuoteForm
 from billing.models import CreditPack, Payment
+from generation.forms import size_for_aspect
+from generation.selectors import model_info
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +115,9 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
 
 def _size_from_aspect(aspect: str) -> tuple[int, int, str]:
     """Width, height and model name the Create form would use for an aspect ratio."""
-    try:  # the generation app knows the current model's native size
-        from generation.forms import size_for_aspect
-        from generation.selectors import model_info
-
-        info = model_info()
-        width, height = size_for_aspect(aspect, info)
-        return width, height, info.name
-    except Exception:  # no model yet, or the generation app changed: assume a 512 model
-        across, down = ASPECTS[aspect]
-        long_side = int(round(512 * max(across, down) / min(across, down) / 8)) * 8
-        if across == down:
-            return 512, 512, ""
-        return (long_side, 512, "") if across > down else (512, long_side, "")
+    info = model_info()
+    width, height = size_for_aspect(aspect, info)
+    return width, height, info.name
 
 
 @login_required

@@ -230,18 +230,14 @@ def test_checkout_when_stripe_fails(client, user, pack, settings, monkeypatch):
     assert response.status_code == 302 and response.url == reverse("billing:packs")
 
 
-def test_quote_aspect_fallback_without_the_generation_model(monkeypatch):
-    import generation.selectors
-
+def test_quote_sizes_an_aspect_ratio_as_the_create_form_does():
     from billing.views import _size_from_aspect
+    from generation.selectors import model_info
 
-    def broken():
-        raise FileNotFoundError("no model")
-
-    monkeypatch.setattr(generation.selectors, "model_info", broken)
-    assert _size_from_aspect("1:1") == (512, 512, "")
-    assert _size_from_aspect("3:2") == (768, 512, "")
-    assert _size_from_aspect("9:16") == (512, 912, "")
+    info = model_info()
+    assert _size_from_aspect("1:1") == (info.native_width, info.native_height, info.name)
+    wide_width, wide_height, _ = _size_from_aspect("16:9")
+    assert wide_height == info.native_height and wide_width > wide_height
 
 
 def test_job_charge(user):
