@@ -12,7 +12,7 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 
 from billing.services import InsufficientCredits
 from generation import selectors, services
-from generation.forms import CreateForm
+from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
 from generation.models import Image, Job
 
 
@@ -48,8 +48,13 @@ def _initial_from_job(request: HttpRequest) -> dict:
     initial = {
         "prompt": job.prompt, "negative_prompt": job.negative_prompt, "steps": job.steps,
         "guidance_scale": job.guidance_scale, "sampler": job.sampler, "num_images": job.num_images,
-        "width": job.width, "height": job.height,
     }
+    info = selectors.model_info()
+    aspect = next((key for key in ASPECT_RATIOS if size_for_aspect(key, info) == (job.width, job.height)), None)
+    if aspect:
+        initial["aspect"] = aspect
+    else:
+        initial.update(width=job.width, height=job.height)
     if request.GET.get("seed", "").isdigit():
         initial["seed"] = int(request.GET["seed"])
     return initial

@@ -117,14 +117,14 @@ def test_cancel_a_running_job_over_http(live_stack, web_user_factory):
 
 def test_sigkill_the_worker_mid_job_then_restart_it(live_stack, web_user_factory):
     web_user, user = web_user_factory()
-    job = submit(web_user, steps="100", num_images="2")
+    job = submit(web_user, width="256", height="256", steps="60", num_images="2")
     wait_for(lambda: job_in_state(job, JobState.RUNNING) and job.progress_step > 2, 60, "the job to run")
     live_stack.processes["worker1"].kill()  # SIGKILL: no cleanup, no ack
     job.refresh_from_db()
     assert job.state == JobState.RUNNING and job.attempts == 1
 
     live_stack.start_worker()
-    wait_for(lambda: job_in_state(job, JobState.SUCCEEDED, JobState.FAILED), 120, "the job to finish after the kill")
+    wait_for(lambda: job_in_state(job, JobState.SUCCEEDED, JobState.FAILED), 240, "the job to finish after the kill")
     assert job.state == JobState.SUCCEEDED, job.error
     assert job.attempts == 2
     assert Image.objects.filter(job=job).count() == 2  # one set of results, never two

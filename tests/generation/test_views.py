@@ -121,6 +121,17 @@ def test_reuse_settings_prefills_the_form(client_with_credits):
     assert "a green star" in html and 'value="99"' in html and 'value="12"' in html
 
 
+def test_reuse_picks_the_aspect_ratio_when_the_size_is_one(client_with_credits):
+    wide = submit_job(client_with_credits.user, width=912, height=512)
+    odd = submit_job(client_with_credits.user, width=640, height=320)
+    response = client_with_credits.get(reverse("generation:create") + f"?from={wide.pk}")
+    assert 'value="16:9" id="id_aspect_3" checked>' in response.content.decode()
+    form = response.context["form"]
+    assert form.initial["aspect"] == "16:9" and "width" not in form.initial
+    form = client_with_credits.get(reverse("generation:create") + f"?from={odd.pk}").context["form"]
+    assert (form.initial["width"], form.initial["height"]) == (640, 320) and "aspect" not in form.initial
+
+
 def make_finished_job(user):
     job = submit_job(user)
     lease = services.job_claim_next(worker_id="w")
