@@ -39,6 +39,10 @@ METRICS = ("colour", "shape", "position", "background", "two_object")
 
 
 def training_captions(model: Path) -> set[str]:
+    """Canonical captions of every training scene (objects, sizes, positions, background).
+
+    A benchmark prompt is held out when no training scene had the same content at all,
+    whatever its phrasing."""
     log = json.loads((model / "train_log.json").read_text())
     runs = [log.get("init_from_log"), log]
     caps: set[str] = set()
@@ -47,20 +51,25 @@ def training_captions(model: Path) -> set[str]:
             continue
         a = run["args"]
         for i in range(a["images"]):
-            caps.add(dataset.scene_for_index(a["seed"], i).caption)
+            s = dataset.scene_for_index(a["seed"], i)
+            caps.add(dataset.canonical_caption(s.objects, s.background))
     return caps
 
 
-def held_out_scenes(n: int, exclude: set[str]) -> list[Scene]:
+def held_out_scenes(n: int, exclude: set[str], two_object_share: float = 0.35) -> list[Scene]:
+    """``n`` held-out scenes, the same share of two-object scenes as in training (35%)."""
     rng = random.Random(BENCH_SEED)
+    quota = {2: round(n * two_object_share)}
+    quota[1] = n - quota[2]
     out, seen = [], set()
     while len(out) < n:
         s = dataset.sample_scene(rng)
         # The benchmark always names the background.
         cap = dataset.canonical_caption(s.objects, s.background)
-        if cap in exclude or cap in seen:
+        if cap in exclude or cap in seen or quota[len(s.objects)] == 0:
             continue
         seen.add(cap)
+        quota[len(s.objects)] -= 1
         out.append(Scene(s.objects, s.background, cap, True))
     return out
 
@@ -86,17 +95,24 @@ def generate(pipe, prompts: list[str], seeds: list[int], *, guidance: float, ste
 
 
 def tally(images, scenes) -> dict:
-    res: dict[str, list[bool]] = {k: [] for k in METRICS}
-    all_ok = []
+    """Accuracy per attribute over all prompts, and split by one- and two-object prompts."""
+    groups = {"all": lambda sc: True, "one_object": lambda sc: len(sc.objects) == 1,
+              "two_objects": lambda sc: len(sc.objects) == 2}
+    res = {g: {k: [] for k in METRICS} for g in groups}
+    mean_ok = []
     for img, sc in zip(images, scenes):
         v = judge.score(img, sc)
-        for k in METRICS:
-            if v[k] is not None:
-                res[k].append(bool(v[k]))
-        all_ok.append(float(np.mean([float(x) for x in v.values() if x is not None])))
-    out = {k: (float(np.mean(v)) if v else None) for k, v in res.items()}
-    out["n"] = {k: len(v) for k, v in res.items()}
-    out["mean_attribute_accuracy"] = float(np.mean(all_ok))
+        for g, pick in groups.items():
+            if pick(sc):
+                for k in METRICS:
+                    if v[k] is not None:
+                        res[g][k].append(bool(v[k]))
+        mean_ok.append(float(np.mean([float(x) for x in v.values() if x is not None])))
+    out: dict = {}
+    for g in groups:
+        out[g] = {k: (round(float(np.mean(v)), 4) if v else None) for k, v in res[g].items()}
+        out[g]["n_images"] = max(len(v) for v in res[g].values())
+    out["mean_attribute_accuracy"] = round(float(np.mean(mean_ok)), 4)
     return out
 
 
@@ -142,7 +158,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--low-guidance", type=float, nargs="*", default=[1.0, 2.5],
+    p.add_argument("--compare-guidance", type=float, nargs="*", default=[1.0, 2.5, 9.0],
                    help="guidance scales compared with --guidance on the first --subset prompts")
     p.add_argument("--subset", type=int, default=100)
     p.add_argument("--negative-prompts", type=int, default=40)
@@ -180,11 +196,12 @@ def main(argv=None) -> dict:
     images = generate(pipe, prompts, seeds, guidance=args.guidance, steps=args.steps)
     report["main"] = tally(images, scene_rep)
     report["main"]["prompts"], report["main"]["seeds"] = len(scenes), args.seeds
+    report["main"]["two_object_prompts"] = sum(len(s.objects) == 2 for s in scenes)
     print("main", report["main"], flush=True)
 
-    sub = 2 * args.subset if args.seeds >= 2 else args.subset
+    sub = args.subset * args.seeds
     report["guidance_effect"] = {str(args.guidance): tally(images[:sub], scene_rep[:sub])}
-    for gs in args.low_guidance:
+    for gs in args.compare_guidance:
         imgs = generate(pipe, prompts[:sub], seeds[:sub], guidance=gs, steps=args.steps)
         report["guidance_effect"][str(gs)] = tally(imgs, scene_rep[:sub])
         print("guidance", gs, report["guidance_effect"][str(gs)], flush=True)

@@ -207,16 +207,18 @@ def judge(image) -> Judgement:
 def score(image, scene: Scene) -> dict[str, bool | None]:
     """Per-attribute verdicts for one image against the scene its prompt describes.
 
-    colour: the prompted colours are the detected objects' colours (one object:
-    the largest detected object has the prompted colour; two: both prompted colours
-    are among the two largest). shape / position: for each prompted object, the
+    colour: one object: the largest detected object has the prompted colour; two
+    objects: both prompted colours are among the detected objects. shape / position:
+    for each prompted object, the
     detected object of its colour has that shape / that grid cell (None when the
     prompt gives no position). background: None when the prompt names none.
     two_object: for two-object prompts, colour, shape (and position if given) all right.
     """
     j = judge(image)
-    top = [o.colour for o in j.objects[:len(scene.objects)]]
-    colour_ok = sorted(top) == sorted(o.colour for o in scene.objects)
+    if len(scene.objects) == 1:
+        colour_ok = bool(j.objects) and j.objects[0].colour == scene.objects[0].colour
+    else:
+        colour_ok = all(j.find(o.colour) is not None for o in scene.objects)
     shape_ok, pos_ok = True, True
     any_pos = False
     for o in scene.objects:
