@@ -94,6 +94,7 @@ async def test_consumer_refuses_anonymous(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     communicator = WebsocketCommunicator(_app(AnonymousUser()), "/ws/wallet/")
     connected, code = await communicator.connect()
+    await communicator.disconnect()
     assert not connected
 
 

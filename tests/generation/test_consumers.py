@@ -57,6 +57,7 @@ async def test_another_user_is_refused():
     owner, stranger = await sync_to_async(make_user)(credits=50), await sync_to_async(make_user)()
     job = await sync_to_async(submit_job)(owner)
     communicator, connected, code = await connect(job, stranger)
+    await communicator.disconnect()  # let the refused consumer finish, so no task outlives the test
     assert not connected and code == 4404
 
 
@@ -64,6 +65,7 @@ async def test_anonymous_is_refused():
     owner = await sync_to_async(make_user)(credits=50)
     job = await sync_to_async(submit_job)(owner)
     communicator, connected, _ = await connect(job, None)
+    await communicator.disconnect()
     assert not connected
 
 
@@ -71,4 +73,5 @@ async def test_foreign_origin_is_refused():
     owner = await sync_to_async(make_user)(credits=50)
     job = await sync_to_async(submit_job)(owner)
     communicator, connected, _ = await connect(job, owner, origin=b"http://evil.example")
+    await communicator.disconnect()
     assert not connected
