@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import secrets
 
 from django import forms
 
-from generation.engine.contracts import SAMPLERS, GenerationRequest, InvalidRequest, ModelInfo, validate_request
+from generation.engine.contracts import (
+    MAX_SEED,
+    SAMPLERS,
+    GenerationRequest,
+    InvalidRequest,
+    ModelInfo,
+    validate_request,
+)
 
-MAX_SEED = 2**32 - 1
 ASPECT_RATIOS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
 
 
@@ -20,13 +25,6 @@ def size_for_aspect(aspect: str, info: ModelInfo) -> tuple[int, int]:
     long_side = min(int(round(short * max(across, down) / min(across, down) / 8)) * 8,
                     max(info.max_width, info.max_height))
     return (long_side, short) if across > down else (short, long_side) if down > across else (short, short)
-
-
-def aspect_label_for(width: int, height: int) -> str:
-    ratio = width / height
-    best = min(ASPECT_RATIOS, key=lambda key: abs(math.log(ratio * ASPECT_RATIOS[key][1] / ASPECT_RATIOS[key][0])))
-    across, down = ASPECT_RATIOS[best]
-    return best if abs(ratio - across / down) < 0.05 else f"{width}×{height}"
 
 
 class CreateForm(forms.Form):

@@ -100,12 +100,6 @@ class Job(models.Model):
             return 100
         return int(100 * self.progress_step / self.steps) if self.steps else 0
 
-    @property
-    def aspect_label(self) -> str:
-        from generation.forms import aspect_label_for
-
-        return aspect_label_for(self.width, self.height)
-
 
 class ImageQuerySet(models.QuerySet):
     def visible_to(self, user) -> ImageQuerySet:
