@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--min-snr-gamma", type=float, default=5.0)
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
-                   help="torch.use_deterministic_algorithms (slower on CUDA)")
+                   help="torch.use_deterministic_algorithms (warn-only); on by default")
     p.add_argument("--init-from", default="",
                    help="continue from a trained model folder: reuse its VAE (no VAE phase) and "
                         "start the text encoder and UNet from its weights")
