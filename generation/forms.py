@@ -14,6 +14,7 @@ from generation.engine.contracts import (
     ModelInfo,
     validate_request,
 )
+from generation.models import REQUEST_FIELDS
 
 ASPECT_RATIOS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
 
@@ -63,22 +64,17 @@ class CreateForm(forms.Form):
         if width is None:
             width, height = size_for_aspect(data["aspect"], self.model_info)
         data["width"], data["height"] = width, height
+        if data.get("seed") is None:
+            data["seed"] = secrets.randbelow(MAX_SEED + 1)
         try:
-            validate_request(self.generation_request(data, seed=0), self.model_info)
+            validate_request(GenerationRequest(**self.request_fields()), self.model_info)
         except InvalidRequest as error:
             field = error.field if error.field in self.fields else None
             if field in ("width", "height") and self.data.get(field) in (None, ""):
                 field = "aspect"  # the size came from the aspect ratio
             self.add_error(field, error.message)
-        if data.get("seed") is None:
-            data["seed"] = secrets.randbelow(MAX_SEED + 1)
         return data
 
-    @staticmethod
-    def generation_request(data: dict, *, seed: int) -> GenerationRequest:
-        return GenerationRequest(
-            prompt=data["prompt"], negative_prompt=data.get("negative_prompt") or "",
-            width=data["width"], height=data["height"], steps=data["steps"],
-            guidance_scale=data["guidance_scale"], sampler=data["sampler"], seed=seed,
-            num_images=data["num_images"],
-        )
+    def request_fields(self) -> dict:
+        """The cleaned values a Job (and its GenerationRequest) is made of."""
+        return {name: self.cleaned_data[name] for name in REQUEST_FIELDS}

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from generation.engine.contracts import SAMPLERS
+from generation.engine.contracts import SAMPLERS, GenerationRequest
 
 
 class JobState(models.TextChoices):
@@ -23,6 +23,10 @@ class JobState(models.TextChoices):
 
 
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+# The Job fields that say what to make: exactly the engine's GenerationRequest, by name.
+REQUEST_FIELDS = (
+    "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "sampler", "seed", "num_images",
+)
 
 
 class JobQuerySet(models.QuerySet):
@@ -93,6 +97,9 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return not self.is_final
+
+    def generation_request(self) -> GenerationRequest:
+        return GenerationRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})
 
     @property
     def progress_percent(self) -> int:

@@ -81,14 +81,8 @@ def create(request: HttpRequest) -> HttpResponse:
     form = CreateForm(request.POST, model_info=info)
     if not form.is_valid():
         return _form_error_response(request, form, status=400)
-    data = form.cleaned_data
     try:
-        job = services.job_submit(
-            user=request.user, prompt=data["prompt"], negative_prompt=data["negative_prompt"],
-            width=data["width"], height=data["height"], steps=data["steps"],
-            guidance_scale=data["guidance_scale"], sampler=data["sampler"], seed=data["seed"],
-            num_images=data["num_images"],
-        )
+        job = services.job_submit(user=request.user, **form.request_fields())
     except InsufficientCredits as error:
         form.add_error(None, str(error))
         form.needs_credits = True

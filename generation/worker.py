@@ -21,7 +21,7 @@ from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
 from generation import events, services
-from generation.engine.contracts import GeneratedImage, GenerationRequest
+from generation.engine.contracts import GeneratedImage
 from generation.models import Job
 from generation.selectors import model_path
 
@@ -89,14 +89,6 @@ class StepReporter:
         return self.cancel
 
 
-def generation_request(job: Job) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
-        steps=job.steps, guidance_scale=job.guidance_scale, sampler=job.sampler, seed=job.seed,
-        num_images=job.num_images,
-    )
-
-
 def run_job(lease: services.Lease) -> None:
     job = Job.objects.get(pk=lease.job_id)
     reporter = StepReporter(lease)
@@ -106,7 +98,7 @@ def run_job(lease: services.Lease) -> None:
             result = None
         else:
             result = engine().generate(
-                generation_request(job), on_step=reporter.on_step, should_cancel=reporter.should_cancel,
+                job.generation_request(), on_step=reporter.on_step, should_cancel=reporter.should_cancel,
                 previews=True, preview_interval_s=settings.STUDIO_PREVIEW_INTERVAL_SECONDS,
             )
     except Exception as error:  # the engine failed on this job: fail it with the reason, keep the worker

@@ -198,9 +198,7 @@ def test_sweep_leaves_live_leases_alone():
 
 
 def test_job_params_roundtrip_to_engine_request():
-    from generation.worker import generation_request
-
     user = make_user(credits=50)
     job = submit_job(user, **job_params(prompt="a blue star", seed=7, num_images=3))
-    request = generation_request(job)
+    request = job.generation_request()
     assert (request.prompt, request.seed, request.num_images, request.width) == ("a blue star", 7, 3, 64)
