@@ -21,7 +21,9 @@ _SCHEDULERS = {
         DPMSolverMultistepScheduler,
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
-    "ddim": (DDIMScheduler, {}),
+    # DDIM's constructor defaults to clip_sample=True (a pixel-space setting): it clips the
+    # predicted latents to [-1, 1] and washes every image out. Latent models never want it.
+    "ddim": (DDIMScheduler, {"clip_sample": False}),
     "unipc": (UniPCMultistepScheduler, {}),
 }
 assert set(_SCHEDULERS) == set(SAMPLERS), "every sampler needs a scheduler"
