@@ -7,7 +7,11 @@ import secrets
 from django import forms
 
 from generation.engine.contracts import (
+    MAX_GUIDANCE,
     MAX_SEED,
+    MAX_STEPS,
+    MIN_GUIDANCE,
+    MIN_STEPS,
     SAMPLERS,
     GenerationRequest,
     InvalidRequest,
@@ -39,15 +43,18 @@ class CreateForm(forms.Form):
     aspect = forms.ChoiceField(choices=[(key, key) for key in ASPECT_RATIOS], initial="1:1")
     width = forms.IntegerField(required=False, min_value=8, help_text="Overrides the aspect ratio.")
     height = forms.IntegerField(required=False, min_value=8)
-    steps = forms.IntegerField(min_value=1, max_value=150, initial=20)
-    guidance_scale = forms.FloatField(min_value=0, max_value=30, initial=7.0, label="Guidance scale")
-    sampler = forms.ChoiceField(choices=list(SAMPLERS.items()), initial="euler_a")
+    steps = forms.IntegerField(min_value=MIN_STEPS, max_value=MAX_STEPS)
+    guidance_scale = forms.FloatField(min_value=MIN_GUIDANCE, max_value=MAX_GUIDANCE, label="Guidance scale")
+    sampler = forms.ChoiceField(choices=list(SAMPLERS.items()))  # initial values: the model's defaults
     seed = forms.IntegerField(required=False, min_value=0, max_value=MAX_SEED, help_text="Empty: random.")
     num_images = forms.IntegerField(min_value=1, max_value=4, initial=1, label="Images")
 
     def __init__(self, *args, model_info: ModelInfo, **kwargs):
         super().__init__(*args, **kwargs)
         self.model_info = model_info
+        self.fields["steps"].initial = model_info.default_steps
+        self.fields["guidance_scale"].initial = model_info.default_guidance_scale
+        self.fields["sampler"].initial = model_info.default_sampler
         self.fields["width"].widget.attrs["step"] = 8
         self.fields["height"].widget.attrs["step"] = 8
         self.fields["width"].widget.attrs["placeholder"] = "auto"

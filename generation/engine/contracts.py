@@ -96,6 +96,10 @@ class ModelInfo:
     latent_rgb_factors: tuple[tuple[float, ...], ...] | None = None
     latent_rgb_bias: tuple[float, ...] | None = None
     path: str = ""
+    # What the Create form starts with for this model (a tiny model wants little guidance).
+    default_steps: int = 20
+    default_guidance_scale: float = 7.0
+    default_sampler: str = "euler_a"
 
 
 def _is_int(value) -> bool:

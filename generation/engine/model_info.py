@@ -9,7 +9,8 @@ unet/, vae/, text_encoder/, tokenizer/, scheduler/) plus an optional ``studio_mo
     {"name": "demo", "family": "studio-demo",
      "native_width": 512, "native_height": 512, "max_width": 1024, "max_height": 1024,
      "latent_rgb_factors": [[r, g, b], ...one row per latent channel...],
-     "latent_rgb_bias": [r, g, b]}
+     "latent_rgb_bias": [r, g, b],
+     "default_steps": 20, "default_guidance_scale": 7.0, "default_sampler": "euler_a"}
 
 Every key is optional; what is missing is derived from the diffusers configs.
 The short hash is computed once over the weights files and cached in ``studio_hash.json``.
@@ -21,7 +22,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .contracts import ModelError, ModelInfo
+from .contracts import MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE, MIN_STEPS, SAMPLERS, ModelError, ModelInfo
 
 STUDIO_MODEL_FILE = "studio_model.json"
 HASH_CACHE_FILE = "studio_hash.json"
@@ -186,6 +187,7 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
     elif channels == 4:
         factors, bias = SD1_FACTORS, SD1_BIAS  # most SD-shaped models keep the SD VAE
 
+    defaults = _form_defaults(studio)
     return ModelInfo(
         name=str(studio.get("name") or root.name),
         hash=model_hash(root, compute=compute_hash),
@@ -199,4 +201,29 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
         latent_rgb_factors=factors,
         latent_rgb_bias=bias,
         path=str(root.resolve()),
+        **defaults,
     )
+
+
+def _form_defaults(studio: dict) -> dict:
+    """The model's suggested steps, guidance and sampler, checked like a request would be."""
+    out = {}
+    steps = studio.get("default_steps")
+    if steps is not None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or not MIN_STEPS <= steps <= MAX_STEPS:
+            raise ModelError(f"{STUDIO_MODEL_FILE}: default_steps must be a whole number "
+                             f"from {MIN_STEPS} to {MAX_STEPS}")
+        out["default_steps"] = steps
+    guidance = studio.get("default_guidance_scale")
+    if guidance is not None:
+        if (not isinstance(guidance, (int, float)) or isinstance(guidance, bool)
+                or not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE):
+            raise ModelError(f"{STUDIO_MODEL_FILE}: default_guidance_scale must be a number "
+                             f"from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g}")
+        out["default_guidance_scale"] = float(guidance)
+    sampler = studio.get("default_sampler")
+    if sampler is not None:
+        if sampler not in SAMPLERS:
+            raise ModelError(f"{STUDIO_MODEL_FILE}: default_sampler must be one of {', '.join(SAMPLERS)}")
+        out["default_sampler"] = sampler
+    return out

@@ -110,6 +110,28 @@ def test_bad_studio_json_is_a_model_error(demo_model_path, tmp_path):
         read_model_info(copy)
 
 
+def test_form_defaults_come_from_studio_json(demo_model_path, tmp_path):
+    copy = shutil.copytree(demo_model_path, tmp_path / "tuned")
+    assert read_model_info(copy).default_guidance_scale == 7.0  # none given: SD's usual 7
+    studio = json.loads((copy / STUDIO_MODEL_FILE).read_text())
+    studio.update(default_steps=30, default_guidance_scale=3, default_sampler="dpmpp_2m")
+    (copy / STUDIO_MODEL_FILE).write_text(json.dumps(studio))
+    info = read_model_info(copy)
+    assert (info.default_steps, info.default_guidance_scale, info.default_sampler) == (30, 3.0, "dpmpp_2m")
+
+
+@pytest.mark.parametrize("key,value", [("default_steps", 0), ("default_steps", 2.5),
+                                       ("default_guidance_scale", "high"), ("default_guidance_scale", 31),
+                                       ("default_sampler", "plms")])
+def test_bad_form_defaults_are_a_model_error(demo_model_path, tmp_path, key, value):
+    copy = shutil.copytree(demo_model_path, tmp_path / "bad-defaults")
+    studio = json.loads((copy / STUDIO_MODEL_FILE).read_text())
+    studio[key] = value
+    (copy / STUDIO_MODEL_FILE).write_text(json.dumps(studio))
+    with pytest.raises(ModelError, match=key):
+        read_model_info(copy)
+
+
 def test_missing_or_single_file_models(tmp_path):
     with pytest.raises(ModelError):
         read_model_info(tmp_path / "nope")

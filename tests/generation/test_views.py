@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -44,6 +48,19 @@ def test_create_page_renders_the_form_with_every_sampler_and_aspect(client_with_
         assert f">{label}</option>" in html
     for aspect in ["1:1", "3:2", "2:3", "16:9", "9:16"]:
         assert f'value="{aspect}"' in html
+
+
+def test_create_form_starts_from_the_models_suggested_settings(client_with_credits, settings, tmp_path):
+    source = Path(settings.STUDIO_MODEL_PATH)
+    tuned = shutil.copytree(source, tmp_path / "tuned", ignore=shutil.ignore_patterns("studio_hash.json"))
+    studio = json.loads((tuned / "studio_model.json").read_text())
+    studio.update(default_steps=12, default_guidance_scale=2.5, default_sampler="dpmpp_2m")
+    (tuned / "studio_model.json").write_text(json.dumps(studio))
+    settings.STUDIO_MODEL_PATH = str(tuned)
+    html = client_with_credits.get(reverse("generation:create")).content.decode()
+    assert 'name="guidance_scale" value="2.5"' in html
+    assert 'name="steps" value="12"' in html
+    assert '<option value="dpmpp_2m" selected>' in html
 
 
 def test_valid_post_creates_a_job_with_a_random_seed_and_redirects(client_with_credits):
