@@ -116,6 +116,43 @@ def tally(images, scenes) -> dict:
     return out
 
 
+TARGETS = {"colour": 0.90, "shape": 0.80, "position": 0.80, "background": 0.90}
+
+
+def summary_table(report: dict) -> str:
+    """The headline numbers as a Markdown table."""
+    main, ceiling = report["main"], report["judge_on_vae_round_trip"]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}%"
+    lines = ["| attribute | all prompts | one-object | two-object | VAE ceiling | target |",
+             "|---|---|---|---|---|---|"]
+    for k in METRICS:
+        target = f">= {100 * TARGETS[k]:.0f}%" if k in TARGETS else "-"
+        lines.append(f"| {k} | {pct(main['all'][k])} | {pct(main['one_object'][k])} | "
+                     f"{pct(main['two_objects'][k])} | {pct(ceiling.get(k))} | {target} |")
+    lines.append("")
+    lines.append("| guidance | mean attribute accuracy | one-object shape | two-object colour | two-object all right |")
+    lines.append("|---|---|---|---|---|")
+    for g, r in sorted(report["guidance_effect"].items(), key=lambda kv: float(kv[0])):
+        lines.append(f"| {float(g):g} | {pct(r['mean_attribute_accuracy'])} | {pct(r['one_object']['shape'])} | "
+                     f"{pct(r['two_objects']['colour'])} | {pct(r['two_objects']['two_object'])} |")
+    neg = report["negative_prompt_red"]
+    lines.append("")
+    lines.append(f"red in {pct(neg['red_rate_without'])} of {neg['images']} images without a negative prompt, "
+                 f"{pct(neg['red_rate_with_negative_red'])} with the negative prompt \"red\"; "
+                 f"20 steps in {report['latency_s']['median']:.2f} s")
+    return "\n".join(lines)
+
+
+def vae_round_trip(vae):
+    """image -> VAE encode (posterior mean) -> decode -> image."""
+    def round_trip(image):
+        x = torch.from_numpy(np.asarray(image, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            y = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        return Image.fromarray(((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
+    return round_trip
+
+
 def red_rate(images) -> float:
     hits = 0
     for img in images:
@@ -157,8 +194,9 @@ def main(argv=None) -> dict:
     p.add_argument("--prompts", type=int, default=200)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=5.0)
-    p.add_argument("--compare-guidance", type=float, nargs="*", default=[1.0, 2.5, 9.0],
+    p.add_argument("--guidance", type=float, default=None,
+                   help="default: the model's suggested guidance (studio_model.json), else 5")
+    p.add_argument("--compare-guidance", type=float, nargs="*", default=[1.0, 5.0, 9.0],
                    help="guidance scales compared with --guidance on the first --subset prompts")
     p.add_argument("--subset", type=int, default=100)
     p.add_argument("--negative-prompts", type=int, default=40)
@@ -169,6 +207,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.guidance is None:
+        studio = json.loads((args.model / "studio_model.json").read_text())
+        args.guidance = float(studio.get("default_guidance_scale", 5.0))
     t0 = time.time()
     report: dict = {"model": str(args.model), "steps": args.steps, "guidance": args.guidance}
 
@@ -177,6 +218,10 @@ def main(argv=None) -> dict:
 
     scenes = held_out_scenes(args.prompts, training_captions(args.model))
     pipe = load_pipeline(args.model)
+
+    # the ceiling: the judge on renders after a round trip through the model's VAE
+    report["judge_on_vae_round_trip"] = judge.accuracy_on_renders(args.judge_renders, transform=vae_round_trip(pipe.vae))
+    print("judge accuracy on VAE round trips of fresh renders:", report["judge_on_vae_round_trip"], flush=True)
 
     # latency: 20 steps at native resolution, batch 1, CFG on
     g = torch.Generator().manual_seed(0)
@@ -234,6 +279,7 @@ def main(argv=None) -> dict:
     report["seconds"] = time.time() - t0
     text = json.dumps(report, indent=1)
     print(text)
+    print(summary_table(report))
     if args.json:
         args.json.write_text(text + "\n")
     return report

@@ -239,13 +239,17 @@ def score(image, scene: Scene) -> dict[str, bool | None]:
     return res
 
 
-def accuracy_on_renders(n: int = 1000, seed: int = 12345) -> dict[str, float]:
-    """The judge's own accuracy on fresh renderer scenes (never seen in training)."""
+def accuracy_on_renders(n: int = 1000, seed: int = 12345, transform=None) -> dict[str, float]:
+    """The judge's own accuracy on fresh renderer scenes (never seen in training).
+
+    ``transform(image) -> image`` is applied to each render first: with a VAE round trip it
+    measures the ceiling that any UNet working through that VAE can reach."""
     tallies: dict[str, list[bool]] = {}
     rng = random.Random(seed)
     for _ in range(n):
         s = dataset.sample_scene(rng)
-        for k, v in score(dataset.render(s), s).items():
+        image = dataset.render(s)
+        for k, v in score(transform(image) if transform else image, s).items():
             if v is not None:
                 tallies.setdefault(k, []).append(bool(v))
     return {k: float(np.mean(v)) for k, v in tallies.items()} | {"n": n}

@@ -17,6 +17,7 @@ with ``--unet-steps K``; the log records K. No Django here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -45,22 +46,34 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=40_000, help="rendered training scenes")
     p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="render processes")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--vae-steps", type=int, default=5000)
     p.add_argument("--vae-batch", type=int, default=24)
     p.add_argument("--vae-crop", type=int, default=64, help="random square crops for the VAE")
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
-    # 2608: the shipped weights' step count (their GPU run stopped there on its time limit);
-    # 12000 trains a clearly better model (about 2.2 h on an idle 2-core CPU).
-    p.add_argument("--unet-steps", type=int, default=2608)
-    p.add_argument("--unet-batch", type=int, default=32)
-    p.add_argument("--unet-lr", type=float, default=4e-4)
+    # 7743: the shipped weights' step count (their CPU run stopped there on a one-hour limit).
+    p.add_argument("--unet-steps", type=int, default=7743)
+    p.add_argument("--unet-batch", type=int, default=64)
+    p.add_argument("--unet-lr", type=float, default=5e-4)
     p.add_argument("--unet-time-limit", type=float, default=0, help="stop the UNet phase after N s (0: off)")
+    p.add_argument("--default-guidance", type=float, default=3.0,
+                   help="the guidance scale the Create form suggests for this model (studio_model.json)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="every N UNet steps save the EMA model to OUT/checkpoint (0: off)")
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--min-snr-gamma", type=float, default=5.0)
+    p.add_argument("--min-snr-gamma", type=float, default=0.0,
+                   help="min-SNR-gamma loss weighting (0: off, plain v-prediction loss). For "
+                        "v-prediction it weights the noisiest timesteps, where the layout is "
+                        "decided, by about SNR: the first model trained with 5 never learned "
+                        "shapes or positions")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="train under bfloat16 autocast (float32 weights)")
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.use_deterministic_algorithms (warn-only); on by default")
+    p.add_argument("--vae-from", default="",
+                   help="reuse the VAE of a trained model folder (no VAE phase); train the text "
+                        "encoder and UNet from scratch")
     p.add_argument("--init-from", default="",
                    help="continue from a trained model folder: reuse its VAE (no VAE phase) and "
                         "start the text encoder and UNet from its weights")
@@ -71,6 +84,11 @@ def parse_args(argv=None):
 
 def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _autocast(device, enabled: bool):
+    """bfloat16 autocast: about 2x faster on CPUs with AMX/AVX-512 BF16; weights stay float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -89,11 +107,12 @@ def train_vae(vae, images_u8: torch.Tensor, args, device, gen: torch.Generator, 
         idx = torch.randint(0, n, (args.vae_batch,), generator=gen, device=device)
         ox, oy = (int(v) for v in torch.randint(0, full - crop + 1, (2,), generator=gen, device=device))
         x = images_u8[idx, :, oy:oy + crop, ox:ox + crop].float() / 127.5 - 1
-        post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen, device=device)
-        rec = vae.decode(z).sample
+        with _autocast(device, args.bf16):
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen, device=device)
+            rec = vae.decode(z).sample.float()
         rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        kl = post.kl().mean()
+        kl = post.kl().float().mean()
         loss = rec_loss + args.kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -107,13 +126,14 @@ def train_vae(vae, images_u8: torch.Tensor, args, device, gen: torch.Generator, 
 
 
 @torch.no_grad()
-def encode_all(vae, images_u8: torch.Tensor, device, batch: int = 256):
+def encode_all(vae, images_u8: torch.Tensor, device, bf16: bool, batch: int = 256):
     means, stds = [], []
     for a in range(0, images_u8.shape[0], batch):
         x = images_u8[a:a + batch].to(device).float() / 127.5 - 1
-        d = vae.encode(x).latent_dist
-        means.append(d.mean)
-        stds.append(d.std)
+        with _autocast(device, bf16):
+            d = vae.encode(x).latent_dist
+        means.append(d.mean.float())
+        stds.append(d.std.float())
     return torch.cat(means), torch.cat(stds)
 
 
@@ -142,13 +162,34 @@ def fit_latent_rgb(vae, lat_mean: torch.Tensor, scaling: float, count: int = 204
 # ----------------------------------------------------------------------------- UNet
 
 
-def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, args, device, gen, log):
+@contextlib.contextmanager
+def _ema_swapped_in(params, ema):
+    """Temporarily load the EMA weights into the live parameters (to save a checkpoint)."""
+    with torch.no_grad():
+        live = [p.detach().clone() for p in params]
+        torch._foreach_copy_(params, ema)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_(params, live)
+
+
+def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, args, device, gen, log,
+               checkpoint=None):
+    """Text encoder + UNet from scratch; ``checkpoint(steps_done)`` is called with the EMA
+    weights loaded every ``--checkpoint-every`` steps (to watch a long run's quality)."""
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler(**scheduler_kwargs())
     acp = sched.alphas_cumprod.to(device)
     snr = acp / (1 - acp).clamp(min=1e-8)
     unet.to(device).train()
+    if device.type == "cpu":
+        # Plain matmul attention: torch's CPU flash-attention backward is slow for these short
+        # sequences and small heads (it took 40% of a step); inference keeps the default.
+        from diffusers.models.attention_processor import AttnProcessor
+
+        unet.set_attn_processor(AttnProcessor())
     text_encoder.to(device).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
@@ -173,11 +214,13 @@ def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, a
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen, device=device)
         noisy = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t)
-        cond = text_encoder(tok)[0]
-        pred = unet(noisy, t, cond).sample
-        # min-SNR-gamma weighting for v-prediction: min(snr, g) / (snr + 1)
-        w = torch.clamp(snr[t], max=args.min_snr_gamma) / (snr[t] + 1)
-        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        with _autocast(device, args.bf16):
+            cond = text_encoder(tok)[0]
+            pred = unet(noisy, t, cond).sample.float()
+        per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
+        if args.min_snr_gamma:  # min-SNR-gamma weighting for v-prediction: min(snr, g) / (snr + 1)
+            per_sample = per_sample * torch.clamp(snr[t], max=args.min_snr_gamma) / (snr[t] + 1)
+        loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -190,6 +233,9 @@ def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, a
         if step % 250 == 0 or step == args.unet_steps - 1:
             rate = (time.time() - t0) / done
             _log(f"unet step {step} loss {np.mean(losses[-250:]):.4f} ({rate * 1000:.0f} ms/step)")
+        if checkpoint and args.checkpoint_every and done % args.checkpoint_every == 0:
+            with _ema_swapped_in(params, ema):
+                checkpoint(done)
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
@@ -228,6 +274,32 @@ def save_model(out: Path, vae, text_encoder, unet, tok_dir: Path, studio: dict, 
     (out / "studio_model.json").write_text(json.dumps(studio, indent=1) + "\n")
 
 
+def studio_json(args, log: dict, factors, bias, unet_steps: int) -> dict:
+    """studio_model.json: what the engine needs beyond the diffusers configs."""
+    earlier = log.get("init_from_log", {})  # a continued run counts its source's UNet steps
+    vae_source = earlier or log.get("vae_from", {})
+    return {
+        "name": "studio-tiny",
+        "family": FAMILY,
+        "native_width": dataset.SIZE,
+        "native_height": dataset.SIZE,
+        "max_width": 2 * dataset.SIZE,
+        "max_height": 2 * dataset.SIZE,
+        "latent_rgb_factors": factors,
+        "latent_rgb_bias": bias,
+        "latent_rgb_note": "rgb = (latents * vae.config.scaling_factor) @ factors + bias, per latent "
+                           "pixel, i.e. on latents as the pipeline sees them; result in [-1, 1]",
+        "default_steps": 20,
+        "default_guidance_scale": args.default_guidance,
+        "default_sampler": "euler",
+        "prediction_type": "v_prediction",
+        "trained_steps": {
+            "vae": vae_source.get("args", {}).get("vae_steps", args.vae_steps),
+            "unet": unet_steps + earlier.get("unet_steps_done", 0),
+        },
+    }
+
+
 def main(argv=None) -> Path:
     args = parse_args(argv)
     t_start = time.time()
@@ -263,22 +335,25 @@ def main(argv=None) -> Path:
     _log(f"rendered {len(captions)} scenes in {timings['render']:.1f}s")
 
     t = time.time()
-    if args.init_from:
+    if args.init_from or args.vae_from:
         from diffusers import AutoencoderKL
 
-        vae = AutoencoderKL.from_pretrained(Path(args.init_from) / "vae", torch_dtype=torch.float32).to(device)
+        src = Path(args.init_from or args.vae_from)
+        vae = AutoencoderKL.from_pretrained(src / "vae", torch_dtype=torch.float32).to(device)
         vae.eval()
-        log["init_from_log"] = json.loads((Path(args.init_from) / "train_log.json").read_text())
+        log["vae_from" if args.vae_from else "init_from_log"] = json.loads((src / "train_log.json").read_text())
     else:
         vae = build_vae()
         train_vae(vae, images_u8, args, device, gen, log)
     timings["vae_train"] = time.time() - t
     t = time.time()
-    lat_mean, lat_std = encode_all(vae, images_u8, device)
-    if not args.init_from:
+    lat_mean, lat_std = encode_all(vae, images_u8, device, args.bf16)
+    if not (args.init_from or args.vae_from):
         sample = lat_mean[:4096] + lat_std[:4096] * torch.randn(lat_mean[:4096].shape, generator=gen, device=device)
         vae.register_to_config(scaling_factor=round(float(1.0 / sample.std()), 5))
     scaling = vae.config.scaling_factor
+    if not (args.init_from or args.vae_from):
+        vae.save_pretrained(out / "vae")  # early, so a long UNet phase can be judged against it
     factors, bias, resid = fit_latent_rgb(vae, lat_mean, scaling)
     timings["vae_encode"] = time.time() - t
     log.update(scaling_factor=scaling, latent_rgb_rms_error=resid)
@@ -298,26 +373,20 @@ def main(argv=None) -> Path:
     enc = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                                   truncation=True, return_tensors="pt").input_ids.to(device)
     ids, empty_ids = enc(captions), enc([""])[0]
-    train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, args, device, gen, log)
+
+    def checkpoint(steps_done: int) -> None:
+        folder = out / "checkpoint"
+        save_model(folder, vae, text_encoder, unet, tok_dir, studio_json(args, log, factors, bias, steps_done),
+                   fp16=False)
+        (folder / "train_log.json").write_text(json.dumps({**log, "unet_steps_done": steps_done}, indent=1) + "\n")
+        vae.to(device), text_encoder.to(device), unet.to(device)  # save_model moved them to the CPU
+        _log(f"checkpoint after {steps_done} UNet steps: {folder}")
+
+    train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, args, device, gen, log,
+               checkpoint=checkpoint)
     timings["unet_train"] = time.time() - t
 
-    studio = {
-        "name": "studio-tiny",
-        "family": FAMILY,
-        "native_width": dataset.SIZE,
-        "native_height": dataset.SIZE,
-        "max_width": 2 * dataset.SIZE,
-        "max_height": 2 * dataset.SIZE,
-        "latent_rgb_factors": factors,
-        "latent_rgb_bias": bias,
-        "latent_rgb_note": "rgb = (latents * vae.config.scaling_factor) @ factors + bias, per latent "
-                           "pixel, i.e. on latents as the pipeline sees them; result in [-1, 1]",
-        "prediction_type": "v_prediction",
-        "trained_steps": {
-            "vae": log.get("init_from_log", {}).get("args", {}).get("vae_steps", args.vae_steps),
-            "unet": log["unet_steps_done"] + log.get("init_from_log", {}).get("unet_steps_done", 0),
-        },
-    }
+    studio = studio_json(args, log, factors, bias, log["unet_steps_done"])
     vae.to("cpu"), text_encoder.to("cpu"), unet.to("cpu")
     try:
         save_model(out, vae, text_encoder, unet, tok_dir, studio, args.fp16)
