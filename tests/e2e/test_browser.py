@@ -38,7 +38,10 @@ PASSWORD = "Pw-browser-Studio-123"
 # bar, few enough to stay within about a minute on a busy two-core CPU.
 GENERATE_STEPS = 20
 LOST_SOCKET_STEPS = 20
-POLLING_STEPS = 20
+# The polled job must outlive several 2-second polls and a restart of the web process: on an
+# idle CPU 20 steps of the 512x512 test model finished between two polls and no progress was
+# ever seen. 150 steps take about 10 s there.
+POLLING_STEPS = 150
 CONFIRM_LINK = re.compile(r"https?://[^\s\"'<>]+/accounts/confirm-email/[^\s\"'<>]+")
 
 # Collects, in the page, every distinct live-preview src, progress step and state badge of the
