@@ -239,6 +239,19 @@ def jobs_sweep_expired() -> dict[str, int]:
     return counts
 
 
+def jobs_wake_if_stranded() -> bool:
+    """Wake a worker when jobs wait and nothing runs: their wake-up message was lost (the broker
+    was briefly down at submit time). Otherwise they would wait for the next submit or a worker
+    restart. Jobs waiting behind a running one are left to the busy worker's claim loop."""
+    waiting_since = timezone.now() - timedelta(seconds=2 * settings.STUDIO_SWEEP_INTERVAL_SECONDS)
+    stranded = (Job.objects.filter(state=JobState.QUEUED, created_at__lt=waiting_since).exists()
+                and not Job.objects.filter(state=JobState.RUNNING).exists())
+    if stranded:
+        logger.warning("Jobs are queued but none is running: waking a worker")
+        _wake_workers()
+    return stranded
+
+
 @transaction.atomic
 def _sweep_one(job_id) -> str | None:
     job = (

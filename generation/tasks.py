@@ -15,7 +15,9 @@ def process_queue() -> int:
 
 @shared_task(ignore_result=True)
 def sweep_expired_jobs() -> dict:
-    return services.jobs_sweep_expired()
+    counts = services.jobs_sweep_expired()
+    services.jobs_wake_if_stranded()
+    return counts
 
 
 @worker_ready.connect

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from unittest import mock
 
 import pytest
 from PIL import Image as PILImage
@@ -17,6 +18,7 @@ from websockets.sync.client import connect as ws_connect
 
 from billing.selectors import wallet_balance
 from generation.engine.infotext import parse_infotext
+from generation import services
 from generation.models import Image, Job, JobState
 from tests.live_stack import wait_for
 
@@ -129,6 +131,20 @@ def test_sigkill_the_worker_mid_job_then_restart_it(live_stack, web_user_factory
     assert job.attempts == 2
     assert Image.objects.filter(job=job).count() == 2  # one set of results, never two
     assert wallet_balance(user=user) == (200 - job.cost, 0)
+
+
+def test_a_job_whose_wake_up_message_was_lost_still_runs(live_stack, web_user_factory):
+    """The broker message that wakes a worker is only a hint: drop it, and beat's sweep finds
+    the job waiting with nothing running and wakes a worker (the database is the queue)."""
+    web_user, user = web_user_factory()
+    warm_up = submit(web_user, steps="4")  # the worker is up and has drained its start-up wake-up
+    wait_for(lambda: job_in_state(warm_up, JobState.SUCCEEDED), 60, "a first job")
+    time.sleep(2)  # ...and its claim loop has looked for more work and gone idle
+    with mock.patch.object(services, "_wake_workers"):  # the message is lost; the job is committed
+        job = services.job_submit(user=user, prompt="a lost message", negative_prompt="", width=64, height=64,
+                                  steps=4, guidance_scale=7.0, sampler="euler", seed=1, num_images=1)
+    wait_for(lambda: job_in_state(job, JobState.SUCCEEDED, JobState.FAILED), 60, "the sweep to wake a worker")
+    assert job.state == JobState.SUCCEEDED, job.error
 
 
 def test_a_second_user_cannot_open_the_first_users_job_or_websocket(live_stack, web_user_factory):

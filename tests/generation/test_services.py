@@ -197,6 +197,26 @@ def test_sweep_leaves_live_leases_alone():
     assert job.state == JobState.RUNNING
 
 
+def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatch):
+    """Unit level (the wake-up message is recorded, not sent); the live stack test
+    test_a_job_whose_wake_up_message_was_lost_still_runs covers the real broker and beat."""
+    from generation import tasks
+
+    wakes = []
+    monkeypatch.setattr(tasks.process_queue, "delay", lambda: wakes.append(1))
+    user = make_user(credits=50)
+    first, second = submit_job(user), submit_job(user)
+    wakes.clear()  # the submits' own wake-ups
+    assert services.jobs_wake_if_stranded() is False  # just queued: its message is on its way
+    Job.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    services.job_claim_next(worker_id="busy")
+    assert services.jobs_wake_if_stranded() is False  # a worker is running a job and will loop
+    assert wakes == []
+    Job.objects.filter(state=JobState.RUNNING).update(state=JobState.SUCCEEDED)
+    assert services.jobs_wake_if_stranded() is True
+    assert wakes == [1]
+
+
 def test_job_params_roundtrip_to_engine_request():
     user = make_user(credits=50)
     job = submit_job(user, **job_params(prompt="a blue star", seed=7, num_images=3))
