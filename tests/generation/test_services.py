@@ -205,7 +205,8 @@ def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatc
     wakes = []
     monkeypatch.setattr(tasks.process_queue, "delay", lambda: wakes.append(1))
     user = make_user(credits=50)
-    first, second = submit_job(user), submit_job(user)
+    submit_job(user)
+    submit_job(user)
     wakes.clear()  # the submits' own wake-ups
     assert services.jobs_wake_if_stranded() is False  # just queued: its message is on its way
     Job.objects.update(created_at=timezone.now() - timedelta(minutes=5))
