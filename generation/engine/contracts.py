@@ -131,6 +131,21 @@ def _check_side(name: str, value, maximum: int, multiple: int) -> None:
         raise InvalidRequest(name, f"{value} is above this model's maximum of {maximum}")
 
 
+def check_steps(steps) -> None:
+    if not _is_int(steps) or not MIN_STEPS <= steps <= MAX_STEPS:
+        raise InvalidRequest("steps", f"must be a whole number from {MIN_STEPS} to {MAX_STEPS}")
+
+
+def check_guidance_scale(g) -> None:
+    if not _is_number(g) or g != g or not MIN_GUIDANCE <= g <= MAX_GUIDANCE:
+        raise InvalidRequest("guidance_scale", f"must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g}")
+
+
+def check_sampler(sampler) -> None:
+    if sampler not in SAMPLERS:
+        raise InvalidRequest("sampler", f"unknown sampler {sampler!r}; one of {', '.join(SAMPLERS)}")
+
+
 def validate_request(request: GenerationRequest, info: ModelInfo) -> None:
     """Raise InvalidRequest for the first problem found; return None when the request can run."""
     _check_text("prompt", request.prompt)
@@ -138,13 +153,9 @@ def validate_request(request: GenerationRequest, info: ModelInfo) -> None:
     multiple = max(8, info.vae_scale_factor)
     _check_side("width", request.width, info.max_width, multiple)
     _check_side("height", request.height, info.max_height, multiple)
-    if not _is_int(request.steps) or not MIN_STEPS <= request.steps <= MAX_STEPS:
-        raise InvalidRequest("steps", f"must be a whole number from {MIN_STEPS} to {MAX_STEPS}")
-    g = request.guidance_scale
-    if not _is_number(g) or g != g or not MIN_GUIDANCE <= g <= MAX_GUIDANCE:
-        raise InvalidRequest("guidance_scale", f"must be a number from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g}")
-    if request.sampler not in SAMPLERS:
-        raise InvalidRequest("sampler", f"unknown sampler {request.sampler!r}; one of {', '.join(SAMPLERS)}")
+    check_steps(request.steps)
+    check_guidance_scale(request.guidance_scale)
+    check_sampler(request.sampler)
     if not _is_int(request.seed) or not 0 <= request.seed <= MAX_SEED:
         raise InvalidRequest("seed", f"must be a whole number from 0 to {MAX_SEED}")
     if not _is_int(request.num_images) or not MIN_IMAGES <= request.num_images <= MAX_IMAGES:

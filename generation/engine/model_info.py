@@ -22,7 +22,14 @@ import hashlib
 import json
 from pathlib import Path
 
-from .contracts import MAX_GUIDANCE, MAX_STEPS, MIN_GUIDANCE, MIN_STEPS, SAMPLERS, ModelError, ModelInfo
+from .contracts import (
+    InvalidRequest,
+    ModelError,
+    ModelInfo,
+    check_guidance_scale,
+    check_sampler,
+    check_steps,
+)
 
 STUDIO_MODEL_FILE = "studio_model.json"
 HASH_CACHE_FILE = "studio_hash.json"
@@ -206,24 +213,16 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
 
 
 def _form_defaults(studio: dict) -> dict:
-    """The model's suggested steps, guidance and sampler, checked like a request would be."""
+    """The model's suggested steps, guidance and sampler, checked as a request's would be."""
+    checks = {"steps": check_steps, "guidance_scale": check_guidance_scale, "sampler": check_sampler}
     out = {}
-    steps = studio.get("default_steps")
-    if steps is not None:
-        if not isinstance(steps, int) or isinstance(steps, bool) or not MIN_STEPS <= steps <= MAX_STEPS:
-            raise ModelError(f"{STUDIO_MODEL_FILE}: default_steps must be a whole number "
-                             f"from {MIN_STEPS} to {MAX_STEPS}")
-        out["default_steps"] = steps
-    guidance = studio.get("default_guidance_scale")
-    if guidance is not None:
-        if (not isinstance(guidance, (int, float)) or isinstance(guidance, bool)
-                or not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE):
-            raise ModelError(f"{STUDIO_MODEL_FILE}: default_guidance_scale must be a number "
-                             f"from {MIN_GUIDANCE:g} to {MAX_GUIDANCE:g}")
-        out["default_guidance_scale"] = float(guidance)
-    sampler = studio.get("default_sampler")
-    if sampler is not None:
-        if sampler not in SAMPLERS:
-            raise ModelError(f"{STUDIO_MODEL_FILE}: default_sampler must be one of {', '.join(SAMPLERS)}")
-        out["default_sampler"] = sampler
+    for field, check in checks.items():
+        key = f"default_{field}"
+        if studio.get(key) is None:
+            continue
+        try:
+            check(studio[key])
+        except InvalidRequest as error:
+            raise ModelError(f"{STUDIO_MODEL_FILE}: {key} {error.message}") from None
+        out[key] = float(studio[key]) if field == "guidance_scale" else studio[key]
     return out

@@ -348,12 +348,11 @@ def main(argv=None) -> Path:
     timings["vae_train"] = time.time() - t
     t = time.time()
     lat_mean, lat_std = encode_all(vae, images_u8, device, args.bf16)
-    if not (args.init_from or args.vae_from):
+    if not (args.init_from or args.vae_from):  # a VAE trained here: scale it, save it early
         sample = lat_mean[:4096] + lat_std[:4096] * torch.randn(lat_mean[:4096].shape, generator=gen, device=device)
         vae.register_to_config(scaling_factor=round(float(1.0 / sample.std()), 5))
+        vae.save_pretrained(out / "vae")  # so a long UNet phase can be judged against it
     scaling = vae.config.scaling_factor
-    if not (args.init_from or args.vae_from):
-        vae.save_pretrained(out / "vae")  # early, so a long UNet phase can be judged against it
     factors, bias, resid = fit_latent_rgb(vae, lat_mean, scaling)
     timings["vae_encode"] = time.time() - t
     log.update(scaling_factor=scaling, latent_rgb_rms_error=resid)
