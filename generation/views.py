@@ -99,7 +99,7 @@ def create(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
-    jobs = Job.objects.visible_to(request.user).prefetch_related("images")[:60]
+    jobs = selectors.jobs_for_user(request.user, limit=60)
     return render(request, "generation/job_list.html", {"jobs": jobs})
 
 
