@@ -32,12 +32,20 @@ def size_for_aspect(aspect: str, info: ModelInfo) -> tuple[int, int]:
     return (long_side, short) if across > down else (short, long_side) if down > across else (short, short)
 
 
+class PromptField(forms.CharField):
+    """Text whose line breaks arrive as LF: a plain form post sends a textarea's breaks as CRLF."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
 class CreateForm(forms.Form):
-    prompt = forms.CharField(
+    prompt = PromptField(
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a small red star in the top left on a blue background"}),
     )
-    negative_prompt = forms.CharField(
+    negative_prompt = PromptField(
         max_length=1000, required=False, widget=forms.Textarea(attrs={"rows": 2, "placeholder": "what to avoid"})
     )
     aspect = forms.ChoiceField(choices=[(key, key) for key in ASPECT_RATIOS], initial="1:1")

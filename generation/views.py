@@ -12,6 +12,7 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 
 from billing.services import InsufficientCredits
 from generation import selectors, services
+from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
 from generation.models import Image, Job
 
@@ -55,9 +56,18 @@ def _initial_from_job(request: HttpRequest) -> dict:
         initial["aspect"] = aspect
     else:
         initial.update(width=job.width, height=job.height)
-    if request.GET.get("seed", "").isdigit():
-        initial["seed"] = int(request.GET["seed"])
+    if (seed := _seed_from_query(request.GET.get("seed"))) is not None:
+        initial["seed"] = seed
     return initial
+
+
+def _seed_from_query(value: str | None) -> int | None:
+    """A reusable seed from ?seed=, or None: only ASCII digits, at most MAX_SEED (int() would take
+    "²" or "٣" and fail on them, and refuses numbers over 4300 digits)."""
+    if not value or len(value) > len(str(MAX_SEED)) or not (value.isascii() and value.isdigit()):
+        return None
+    seed = int(value)
+    return seed if seed <= MAX_SEED else None
 
 
 def _form_error_response(request: HttpRequest, form: CreateForm, status: int) -> HttpResponse:
