@@ -20,6 +20,25 @@ class QuoteForm(forms.Form):
     model_name = forms.CharField(required=False, max_length=200)
 
 
+MAX_DB_ID = 2**63 - 1
+
+
+class UserSearchForm(forms.Form):
+    """Staff user search. Django's CharField already refuses NUL bytes (a 400, not a database error)."""
+
+    q = forms.CharField(required=False, max_length=254)
+
+
+class LedgerExportForm(forms.Form):
+    user = forms.IntegerField(required=False, min_value=1, max_value=MAX_DB_ID)
+
+
+class CheckoutReturnForm(forms.Form):
+    """Stripe Checkout session ids are `cs_test_...` / `cs_live_...`: letters, digits, underscores."""
+
+    session_id = forms.RegexField(regex=r"^cs_[A-Za-z0-9_]{1,250}\Z", required=False)
+
+
 class AdjustForm(forms.Form):
     GRANT, REVOKE = "grant", "revoke"
     action = forms.ChoiceField(choices=[(GRANT, "Grant credits"), (REVOKE, "Revoke credits")])

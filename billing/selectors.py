@@ -98,7 +98,7 @@ def users_search(*, query: str, limit: int = 50):
         condition = Q(email__icontains=query) if "email" in fields else Q(pk__in=[])
         if "username" in fields:
             condition |= Q(username__icontains=query)
-        if query.isdigit():
+        if query.isascii() and query.isdigit() and len(query) <= 18:  # fits a BIGINT; "²" is not a digit here
             condition |= Q(pk=int(query))
         qs = qs.filter(condition)
     return qs.select_related("wallet")[:limit]

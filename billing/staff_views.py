@@ -8,21 +8,25 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing import selectors, services
 from billing.charts import usage_bar_chart
-from billing.forms import AdjustForm, RefundForm
+from billing.forms import AdjustForm, LedgerExportForm, RefundForm, UserSearchForm
 
 
 @staff_member_required
 @require_GET
 def users(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "")
+    form = UserSearchForm(request.GET)
+    if not form.is_valid():
+        return render(request, "billing/staff/users.html", {"query": "", "users": [], "form": form}, status=400)
+    query = form.cleaned_data["q"]
     return render(
-        request, "billing/staff/users.html", {"query": query, "users": selectors.users_search(query=query)}
+        request, "billing/staff/users.html",
+        {"query": query, "users": selectors.users_search(query=query), "form": form},
     )
 
 
@@ -43,6 +47,7 @@ def _user_context(request: HttpRequest, user, *, adjust_form=None, refund_form=N
 
 
 @staff_member_required
+@require_http_methods(["GET", "HEAD", "POST"])
 def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
     subject = get_object_or_404(get_user_model(), pk=user_id)
     if request.method == "POST":
@@ -145,9 +150,12 @@ def _csv_cell(value) -> str:
 @staff_member_required
 @require_GET
 def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
+    form = LedgerExportForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("user must be a user id.", content_type="text/plain")
     user = None
-    if (user_id := request.GET.get("user", "")).isdigit():
-        user = get_object_or_404(get_user_model(), pk=int(user_id))
+    if (user_id := form.cleaned_data["user"]) is not None:
+        user = get_object_or_404(get_user_model(), pk=user_id)
     entries = selectors.ledger_for_export(user=user).select_related("wallet__owner_user")
     writer = csv.writer(_Echo())
 

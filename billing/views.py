@@ -14,7 +14,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors, services
-from billing.forms import QuoteForm
+from billing.forms import CheckoutReturnForm, QuoteForm
 from billing.models import CreditPack, Payment
 from generation.forms import size_for_aspect
 from generation.selectors import model_info
@@ -82,9 +82,11 @@ def checkout(request: HttpRequest, pack_id: int) -> HttpResponse:
 @require_GET
 def checkout_return(request: HttpRequest) -> HttpResponse:
     """Where Stripe sends the browser back. It proves nothing: credits come from the webhook."""
+    form = CheckoutReturnForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("Invalid session id.", content_type="text/plain")
     payment = None
-    session_id = request.GET.get("session_id", "")
-    if session_id:
+    if session_id := form.cleaned_data["session_id"]:
         payment = Payment.objects.filter(user=request.user, stripe_checkout_session_id=session_id).first()
     return render(request, "billing/checkout_return.html", {"payment": payment})
 
