@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "studio.csp.StudioCSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
@@ -231,6 +232,23 @@ X_FRAME_OPTIONS = "DENY"
 
 LOGGING = {
     "version": 1,
+# Content-Security-Policy on every page: scripts and styles from this site only (no inline script,
+# style element or style attribute anywhere: theme.js, htmx's indicator rules in studio.css, <progress>
+# bars and SVG-sized previews), images from here and data: URLs (live previews), requests to here and
+# this host's websocket (studio/csp.py adds ws(s)://<host>). form-action is left open: buying credits
+# posts here and is redirected to Stripe Checkout, and Chrome applies form-action to that redirect.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
