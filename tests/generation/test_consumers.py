@@ -25,7 +25,7 @@ def session_cookie(user) -> str:
 
 
 async def connect(job, user=None, origin=b"http://127.0.0.1"):
-    headers = [(b"origin", origin)]
+    headers = [(b"origin", origin), (b"host", b"127.0.0.1")]  # the Host a browser on that origin sends
     if user is not None:
         headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
     communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
