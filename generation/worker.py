@@ -40,8 +40,10 @@ def engine():
     from generation.engine import Engine  # torch loads here, in the worker process only
 
     started = time.monotonic()
-    loaded = Engine(model_path(), taesd_path=settings.STUDIO_TAESD_PATH or None)
-    logger.info("Loaded model %s (%s) in %.1fs", loaded.info.name, loaded.info.hash, time.monotonic() - started)
+    loaded = Engine(model_path(), taesd_path=settings.STUDIO_TAESD_PATH or None,
+                    threads=settings.STUDIO_TORCH_THREADS)
+    logger.info("Loaded model %s (%s) in %.1fs, %d torch thread(s)", loaded.info.name, loaded.info.hash,
+                time.monotonic() - started, loaded.threads)
     return loaded
 
 

@@ -155,6 +155,9 @@ STUDIO_JOB_LEASE_SECONDS = int(os.environ.get("STUDIO_JOB_LEASE_SECONDS", "60"))
 STUDIO_JOB_MAX_ATTEMPTS = int(os.environ.get("STUDIO_JOB_MAX_ATTEMPTS", "3"))
 STUDIO_SWEEP_INTERVAL_SECONDS = float(os.environ.get("STUDIO_SWEEP_INTERVAL_SECONDS", "15"))
 STUDIO_PREVIEW_INTERVAL_SECONDS = float(os.environ.get("STUDIO_PREVIEW_INTERVAL_SECONDS", "0.1"))
+# The worker's torch CPU threads. 1 by default: in the embedded run it shares the CPU with daphne and
+# Redis, and more threads than free cores spin (docs/benchmarks.md). 0 or empty: torch's default.
+STUDIO_TORCH_THREADS = int(os.environ.get("STUDIO_TORCH_THREADS", "1") or 0)
 STUDIO_MAX_ACTIVE_JOBS_PER_USER = int(os.environ.get("STUDIO_MAX_ACTIVE_JOBS_PER_USER", "8"))
 
 CELERY_BEAT_SCHEDULE = {

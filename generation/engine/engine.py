@@ -47,14 +47,35 @@ def pick_dtype(dtype, device: str) -> torch.dtype:
     return dtype
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """Size torch's CPU thread pools for this process; None or 0 leaves torch's default (all cores).
+
+    Process-wide, so the worker calls it once, at engine load. On a CPU shared with other busy
+    processes, more threads than free cores make torch's threads spin and wait on each other
+    (see docs/benchmarks.md: 20 steps of studio-tiny, 1 vs 2 threads on 2 busy cores).
+    """
+    if not threads:
+        return
+    if threads < 0:
+        raise ValueError(f"threads must be 0 (torch's default) or more, not {threads}")
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass  # settable once per process, before any inter-op work; the intra-op pool is what counts
+
+
 class Engine:
     """Loads a diffusers SD 1.x/2.x folder once; generate() runs one request at a time.
 
     Not for concurrent use from several threads: calls are serialised by a lock (one GPU, one job).
+    ``threads`` sizes torch's CPU thread pools first (see set_torch_threads; None: left alone).
     """
 
     def __init__(self, model_path: str | Path, device: str | None = None, dtype=None,
-                 taesd_path: str | None = None):
+                 taesd_path: str | None = None, threads: int | None = None):
+        set_torch_threads(threads)
+        self.threads = torch.get_num_threads()
         self.info: ModelInfo = read_model_info(model_path)
         if self.info.family == "sdxl":
             raise ModelError(f"{model_path} is an SDXL model; the engine runs SD 1.x/2.x pipelines for now")
