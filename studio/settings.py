@@ -232,9 +232,6 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = SITE_URL.startswith("https")
 CSRF_COOKIE_SECURE = SITE_URL.startswith("https")
 X_FRAME_OPTIONS = "DENY"
-
-LOGGING = {
-    "version": 1,
 # Content-Security-Policy on every page: scripts and styles from this site only (no inline script,
 # style element or style attribute anywhere: theme.js, htmx's indicator rules in studio.css, <progress>
 # bars and SVG-sized previews), images from here and data: URLs (live previews), requests to here and
@@ -252,6 +249,9 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     },
 }
+
+LOGGING = {
+    "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
