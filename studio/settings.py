@@ -44,6 +44,7 @@ DEBUG = env_bool("STUDIO_DEBUG", False)
 ALLOWED_HOSTS = env_list("STUDIO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("STUDIO_CSRF_TRUSTED_ORIGINS", "")
 SITE_URL = os.environ.get("STUDIO_SITE_URL", "http://127.0.0.1:8000")
+SITE_IS_HTTPS = SITE_URL.startswith("https://")
 
 INSTALLED_APPS = [
     "daphne",
@@ -133,6 +134,18 @@ CHANNEL_LAYERS = {
     }
 }
 
+# The cache every process shares: allauth keeps its login and sign-up rate limits here (Django's
+# default, per-process memory, gave each daphne process its own limits). Short timeouts: a hung
+# Redis must not hold a login for long.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "studio",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -184,6 +197,26 @@ LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "generation:create"
 ACCOUNT_LOGOUT_REDIRECT_URL = "home"
 
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+ACCOUNT_FORMS = {"signup": "accounts.forms.SignupForm"}
+# Rate limits per client address (allauth's defaults otherwise: 10 failed logins a minute per
+# address, 5 per account in 5 minutes). Behind reverse proxies the address is only known when
+# STUDIO_TRUSTED_PROXY_COUNT says how many of them append to X-Forwarded-For; with the default 0
+# the header is ignored (a client could write anything there) and every user behind the proxy
+# shares the proxy's address. STUDIO_TRUSTED_CLIENT_IP_HEADER instead names a header one trusted
+# proxy sets to the client's address (e.g. X-Real-IP); only when it always overwrites it.
+STUDIO_TRUSTED_PROXY_COUNT = int(os.environ.get("STUDIO_TRUSTED_PROXY_COUNT", "0"))
+ALLAUTH_TRUSTED_PROXY_COUNT = STUDIO_TRUSTED_PROXY_COUNT
+ALLAUTH_TRUSTED_CLIENT_IP_HEADER = os.environ.get("STUDIO_TRUSTED_CLIENT_IP_HEADER") or None
+ACCOUNT_RATE_LIMITS = {"signup": "10/m/ip"}  # sign-up form posts, typos included
+# Accounts opened per client address and per email domain (0: no limit), and how many sign-ups
+# from one address a day earn the free credits (the rest open, without them; 0: all do). A second
+# account for the same mailbox ("name+tag@") never earns them.
+STUDIO_SIGNUPS_PER_ADDRESS_PER_HOUR = int(os.environ.get("STUDIO_SIGNUPS_PER_ADDRESS_PER_HOUR", "5"))
+STUDIO_SIGNUPS_PER_ADDRESS_PER_DAY = int(os.environ.get("STUDIO_SIGNUPS_PER_ADDRESS_PER_DAY", "20"))
+STUDIO_SIGNUPS_PER_DOMAIN_PER_HOUR = int(os.environ.get("STUDIO_SIGNUPS_PER_DOMAIN_PER_HOUR", "50"))
+STUDIO_FREE_CREDITS_PER_ADDRESS_PER_DAY = int(os.environ.get("STUDIO_FREE_CREDITS_PER_ADDRESS_PER_DAY", "3"))
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -227,6 +260,23 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# --- HTTPS (docs/deploy.md) ---------------------------------------------------------------------
+# With an https site URL: redirect http to https and send HSTS (a year by default; subdomains of
+# the site's own host included). Preloading is a decision about the operator's whole domain,
+# off by default, so its check (W021) is silenced unless STUDIO_HSTS_PRELOAD is on.
+SECURE_SSL_REDIRECT = env_bool("STUDIO_SSL_REDIRECT", SITE_IS_HTTPS)
+SECURE_HSTS_SECONDS = int(os.environ.get("STUDIO_HSTS_SECONDS", str(365 * 24 * 3600 if SITE_IS_HTTPS else 0)))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("STUDIO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("STUDIO_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_REFERRER_POLICY = "same-origin"
+# Behind a proxy that terminates TLS daphne sees plain http; the proxy's X-Forwarded-Proto then
+# tells Django (and the websocket origin check) the request was https: for the redirect, secure
+# cookies and absolute URLs such as Stripe's return URLs. Only when the proxy overwrites that
+# header on every request.
+if env_bool("STUDIO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = SITE_URL.startswith("https")
