@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,15 +36,62 @@ def capture_events() -> Iterator[list[tuple[str, dict]]]:
         del _capture.events
 
 
+PUBLISH_LAYER = "publish"  # settings.CHANNEL_LAYERS: the same Redis, with short timeouts
+
+
+class Outage:
+    """Remembers that the channel layer is down, so a Redis outage costs one log line and, per
+    RETRY_SECONDS, one timed-out send (not one traceback and one timeout per denoising step)."""
+
+    RETRY_SECONDS = 2.0
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.down_since: float | None = None
+        self.next_try = 0.0
+        self.dropped = 0
+
+    def should_skip(self) -> bool:
+        with self.lock:
+            if self.down_since is not None and time.monotonic() < self.next_try:
+                self.dropped += 1
+                return True
+            return False
+
+    def failed(self, error: Exception) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.next_try = now + self.RETRY_SECONDS
+            self.dropped += 1
+            if self.down_since is None:
+                self.down_since = now
+                logger.warning("Live events cannot reach the channel layer (%s: %s); pages fall back to "
+                               "polling until it is back", type(error).__name__, error)
+
+    def succeeded(self) -> None:
+        with self.lock:
+            if self.down_since is not None:
+                logger.warning("Live events reach the channel layer again after %.1fs (%d events dropped)",
+                               time.monotonic() - self.down_since, self.dropped)
+            self.down_since, self.dropped = None, 0
+
+
+outage = Outage()
+
+
 def send_event(group: str, event: dict) -> None:
     captured = getattr(_capture, "events", None)
     if captured is not None:
         captured.append((group, event))
         return
+    if outage.should_skip():
+        return
     try:
-        async_to_sync(get_channel_layer().group_send)(group, event)
-    except Exception:  # the DB is the source of truth; pages fall back to polling
-        logger.exception("Could not send %s to %s", event.get("type"), group)
+        async_to_sync(get_channel_layer(PUBLISH_LAYER).group_send)(group, event)
+    except Exception as error:  # the DB is the source of truth; pages fall back to polling
+        outage.failed(error)
+    else:
+        outage.succeeded()
 
 
 def send_event_on_commit(group: str, event: dict) -> None:

@@ -131,7 +131,16 @@ CHANNEL_LAYERS = {
         # redis-py 8 defaults socket_timeout to 5 s, which aborts the layer's blocking BZPOPMIN
         # (also 5 s) and tears websockets down; give reads room beyond the blocking timeout.
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 300, "expiry": 30},
-    }
+    },
+    # What services and the worker publish through (generation.events): the same Redis, but a
+    # hung Redis costs a request or a denoising step at most this timeout, never 30 s.
+    "publish": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 1, "socket_connect_timeout": 1}],
+            "capacity": 300, "expiry": 30,
+        },
+    },
 }
 
 # The cache every process shares: allauth keeps its login and sign-up rate limits here (Django's
@@ -156,7 +165,10 @@ CELERY_TASK_ROUTES = {
     "generation.tasks.process_queue": {"queue": "gpu"},
     "generation.tasks.sweep_expired_jobs": {"queue": "default"},
 }
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Waking a worker is only a hint (the job is safe in the database, and beat wakes a stranded
+# queue), so a hung broker must not hold a request: short socket timeouts, one quick retry.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_timeout": 2, "socket_connect_timeout": 1}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
