@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_stack import BASE_DIR
+from tests.live_stack import BASE_DIR, LiveStack, database_url_for, stack_environment
 
 CHROMIUM = os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -71,6 +71,46 @@ def orm():
         yield
     finally:
         asyncio._set_running_loop(current)
+
+
+# --- One live stack per browser test module -------------------------------------------------------
+# Starting daphne, a worker (it loads the model) and beat for every test cost most of a browser test's
+# time on a small CPU. The module shares one stack; each test still gets a flushed database
+# (transactional_db) and a web process that answers (a test may have stopped it).
+
+@pytest.fixture(scope="module")
+def shared_live_stack(request, django_db_setup, django_db_blocker):
+    from django.db import connection
+
+    from tests.e2e.conftest import E2E_ENV
+
+    with django_db_blocker.unblock():
+        env = stack_environment(database_url=database_url_for(connection.settings_dict), overrides=E2E_ENV)
+    stack = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / request.module.__name__)
+    try:
+        stack.start_web()
+        stack.start_worker()
+        stack.start_beat()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def live_stack(transactional_db, shared_live_stack, request):
+    """The module's stack for one test (overrides tests/e2e/conftest.py's stack per test)."""
+    if not shared_live_stack.processes["web"].alive():
+        shared_live_stack.start_web()
+    yield shared_live_stack
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(shared_live_stack.logs())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis_state():
+    """Overrides the suite's per-test flush of Redis: the shared stack's worker and web process keep
+    their broker bindings (kombu's routing tables live in Redis) across the module's tests."""
+    yield
 
 
 @pytest.fixture(scope="session")

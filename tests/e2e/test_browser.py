@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -20,11 +21,14 @@ from billing.selectors import wallet_balance
 from generation.models import Job, JobState
 from tests.e2e.browser_fixtures import (  # noqa: F401  (fixtures)
     PHONE,
+    _fresh_redis_state,
     browser,
     browser_session_factory,
+    live_stack,
     mail_bodies,
     mail_files,
     orm,
+    shared_live_stack,
     shots,
     signed_in,
     wait_for_new_mail,
@@ -160,6 +164,38 @@ def no_horizontal_overflow(page) -> bool:
     return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
+# Content-Security-Policy violations, as the page's own securitypolicyviolation events (Chromium also
+# logs them as console errors, which every test checks).
+WATCH_CSP = """window.__csp = [];
+document.addEventListener('securitypolicyviolation',
+  e => window.__csp.push(`${e.effectiveDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
+def csp_violations(page) -> list[str]:
+    return page.evaluate("() => window.__csp || []")
+
+
+def header_height(page) -> float:
+    return page.evaluate("() => document.querySelector('header.topbar').getBoundingClientRect().height")
+
+
+def rect(page, selector: str) -> dict:
+    return page.evaluate("s => document.querySelector(s).getBoundingClientRect().toJSON()", selector)
+
+
+# Every step number the newest job panel shows, sampled on every DOM change and every 5 ms.
+SAMPLE_STEPS = """() => {
+  const shown = window.__shownSteps = [];
+  const read = () => {
+    const text = document.querySelector('#current-jobs [data-progress-text]');
+    const match = text && text.textContent.match(/Step (\\d+) of/);
+    if (match && shown[shown.length - 1] !== +match[1]) shown.push(+match[1]);
+  };
+  new MutationObserver(read).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+  window.__sampleSteps = setInterval(read, 5);
+}"""
+
+
 # --- 1. Sign up, verify by mail, land on Create with the free credits -----------------------------
 
 def test_sign_up_verify_by_mail_and_land_on_create_with_free_credits(
@@ -179,6 +215,9 @@ def test_sign_up_verify_by_mail_and_land_on_create_with_free_credits(
     page.click("main button[type=submit]")
     page.wait_for_url("**/accounts/confirm-email/")
     shots(page, "3-verification-sent")
+    # The embedded default sends no mail: the page says where it went (console and var/mail/).
+    hint = page.locator("[data-local-mail]")
+    assert hint.is_visible() and "console" in hint.inner_text() and "mail/" in hint.inner_text()
 
     mail = wait_for_new_mail(mails_before)
     bodies = mail_bodies(mail)
@@ -206,14 +245,26 @@ def test_generate_with_live_preview_then_image_page_reuse_seed_and_download(sign
     session, page, user = signed_in(credits=200)
     page.goto("/create/")
     page.wait_for_selector("#cost-quote [data-cost]")
+    assert page.locator(".recent-empty").is_visible()  # "Nothing yet"
     shots(page, "1-create-empty")
     fill_create_form(page, prompt="a red fox in a snowy forest at sunset, oil painting", aspect="1:1",
                      steps=GENERATE_STEPS, seed=4242, sampler="euler")
     job_id, panel = submit_job(page)
+    frame_before = rect(page, f"#job-{job_id} .preview-frame")
 
     wait_progress(page, min_step=3, previews=2)
+    # The preview fills the panel's width, smoothly scaled, in a frame that kept its size from the
+    # placeholder to the frames.
+    frame, preview = rect(page, f"#job-{job_id} .preview-frame"), rect(page, f"#job-preview-{job_id}")
+    assert abs(frame["height"] - frame_before["height"]) <= 1 and abs(frame["width"] - frame_before["width"]) <= 1
+    assert abs(frame["width"] - frame["height"]) <= 2  # 1:1 job
+    assert preview["width"] >= frame["width"] - 2 and preview["height"] >= frame["height"] - 2
+    assert page.evaluate(f"() => getComputedStyle(document.getElementById('job-preview-{job_id}')).imageRendering") == "auto"
     shots(page, "2-mid-generation")
     page.wait_for_function(RESULT_LOADED, timeout=60_000)
+    # The finished job joins "Recent" at once, first, with its thumbnail (no reload).
+    page.wait_for_selector(f"#recent-jobs > #recent-job-{job_id}:first-child img", timeout=10_000)
+    assert not page.locator(".recent-empty").is_visible()
     page.wait_for_function("() => { clearInterval(window.__watch); return true; }")
     observed = seen(page)
     assert len(observed["previews"]) >= 3, f"too few preview frames: {len(observed['previews'])}"
@@ -292,6 +343,8 @@ def test_cancel_a_running_job_from_the_panel(signed_in, shots):
     page.goto("/create/")
     page.wait_for_selector("#cost-quote [data-cost]")
     fill_create_form(page, prompt="a castle on a hill, long exposure", steps=150, seed=7)
+    page.evaluate(RECORD_EVENTS)
+    page.evaluate(SAMPLE_STEPS)
     job_id, panel = submit_job(page)
     wait_progress(page, min_step=2, previews=1)
     with orm():
@@ -300,6 +353,13 @@ def test_cancel_a_running_job_from_the_panel(signed_in, shots):
     shots(page, "1-running")
     panel.locator("[data-cancel]").click()
     wait_state(page, job_id, "cancelled", timeout=30_000)
+    # The step shown never went backwards (it once showed "Step 0" after Cancel: the panel was redrawn
+    # from saved progress, which lags), and the job's socket stayed open until the final state came.
+    page.wait_for_timeout(300)
+    shown = page.evaluate("() => { clearInterval(window.__sampleSteps); return window.__shownSteps; }")
+    assert len(shown) >= 2 and shown == sorted(shown), f"the step counter went backwards: {shown}"
+    closes = [e for e in page.evaluate("() => window.__events") if e.startswith(f"htmx:wsClose job-{job_id}")]
+    assert not closes, closes
     badge = panel.locator("[data-state]")
     assert badge.inner_text().strip().lower() == "cancelled"
     assert "Nothing was charged" in panel.inner_text()
@@ -440,8 +500,16 @@ def test_idle_websockets_stay_open(signed_in):
 
 # --- 5. Credits: live quote, balance drops after a generation, staff grant reaches the user ------
 
+def quote_says_you_have(page, value: int, timeout: float = 10_000) -> None:
+    page.wait_for_function(
+        "v => { const el = document.querySelector('#cost-quote'); return el && el.textContent.includes(`(you have ${v})`); }",
+        arg=value, timeout=timeout)
+
+
 def test_credits_quote_balance_and_staff_grant(live_stack, signed_in, browser_session_factory, shots):
     session, page, user = signed_in(credits=200)
+    quote_urls: list[str] = []
+    page.on("request", lambda request: "/quote/" in request.url and quote_urls.append(request.url))
     page.goto("/create/")
     page.wait_for_selector("#cost-quote [data-cost]")
     assert balance_text(page) == "200"
@@ -474,6 +542,7 @@ def test_credits_quote_balance_and_staff_grant(live_stack, signed_in, browser_se
     quoted = wait_quote_change(page, 2)
     assert quoted == 1
     page.fill("#id_prompt", "a small blue boat on a lake")
+    page.locator("#id_prompt").press("End")  # keystrokes in the prompt
     job_id, panel = submit_job(page)
     with orm():
         cost = Job.objects.get(pk=job_id).cost
@@ -515,10 +584,92 @@ def test_credits_quote_balance_and_staff_grant(live_stack, signed_in, browser_se
     with orm():
         assert available(user) == 250 - cost
 
-    # The user's open page shows the new balance live over /ws/wallet/ (no reload).
+    # The user's open page shows the new balance live over /ws/wallet/ (no reload), and so does the
+    # quote's "(you have N)".
     wait_balance(page, 250 - cost, timeout=10_000)
+    quote_says_you_have(page, 250 - cost)
     shots(page, "6-user-after-grant")
+    # The quote asked only for what the price depends on: never the prompt or the CSRF token.
+    assert len(quote_urls) >= 5
+    for url in quote_urls:
+        query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+        assert set(query) <= {"aspect", "width", "height", "steps", "num_images"}, url
     page.reload()
     wait_balance(page, 250 - cost)
     assert not session.console_errors, session.console_errors
     assert not admin_session.console_errors, admin_session.console_errors
+
+
+# --- 6. Every page under the Content-Security-Policy, on a phone and a desktop -------------------
+
+LAPTOP = {"width": 1280, "height": 800}
+
+
+def visit(page, path: str) -> None:
+    page.goto(path)
+    page.wait_for_load_state("load")
+    page.wait_for_timeout(150)  # htmx's load-time requests (the quote) and sockets
+
+
+def test_pages_hold_the_csp_and_fit_phone_and_desktop(live_stack, signed_in, browser_session_factory, shots):
+    """Anonymous pages, then a staff user who generates a 2-image job with the CSP on (websocket
+    progress and previews must still show), then every page at 1280x800 and 390x844: no CSP violation,
+    no sideways scrolling, a one-row header on the phone, Generate visible, new panels below the header."""
+    visitor = browser_session_factory(viewport=PHONE)
+    visitor.page.add_init_script(WATCH_CSP)
+    for path in ["/", "/accounts/login/", "/accounts/signup/"]:
+        visit(visitor.page, path)
+        assert header_height(visitor.page) <= 64 and no_horizontal_overflow(visitor.page), path
+        assert not csp_violations(visitor.page), (path, csp_violations(visitor.page))
+    shots(visitor.page, "0-home-phone")
+
+    session, page, user = signed_in(credits=500, viewport=LAPTOP)
+    with orm():
+        user.is_staff = True
+        user.save(update_fields=["is_staff"])
+    page.add_init_script(WATCH_CSP)
+    visit(page, "/create/")
+    page.wait_for_selector("#cost-quote [data-cost]")
+    shots(page, "1-create-desktop", full_page=False)
+    generate = rect(page, "#create-form button[type=submit]")
+    assert generate["top"] >= header_height(page) and generate["bottom"] <= LAPTOP["height"], generate
+
+    fill_create_form(page, prompt="two lanterns over a quiet harbour", steps=8, seed=11)
+    page.locator("details.advanced summary").click()
+    page.fill("#id_width", "256")
+    page.fill("#id_height", "256")
+    page.fill("#id_num_images", "2")
+    page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
+    job_id, panel = submit_job(page)
+    assert rect(page, f"#job-{job_id}")["top"] >= header_height(page) - 1, "the new panel is under the header"
+    wait_progress(page, min_step=2, previews=1)
+    frame = rect(page, f"#job-{job_id} .preview-frame")
+    assert abs(frame["width"] / frame["height"] - 2) < 0.02, frame  # two 1:1 images side by side
+    shots(page, "2-generating-desktop", full_page=False)
+    page.wait_for_function(RESULT_LOADED, timeout=60_000)
+    wait_state(page, job_id, "succeeded")
+    assert len(seen(page)["previews"]) >= 1 and not csp_violations(page), csp_violations(page)
+    with orm():
+        image = Job.objects.get(pk=job_id).images.first()
+
+    pages = {
+        "create": "/create/", "job": f"/jobs/{job_id}/", "image": f"/images/{image.pk}/", "my-images": "/jobs/",
+        "credits": "/billing/", "packs": "/billing/packs/", "staff-users": "/billing/staff/users/",
+        "staff-user": f"/billing/staff/users/{user.pk}/", "staff-usage": "/billing/staff/usage/",
+    }
+    for viewport, label in [(LAPTOP, "desktop"), (PHONE, "phone")]:
+        page.set_viewport_size(viewport)
+        for name, path in pages.items():
+            visit(page, path)
+            assert not csp_violations(page), (label, path, csp_violations(page))
+            assert no_horizontal_overflow(page), (label, path, page.evaluate("() => document.documentElement.scrollWidth"))
+            if label == "phone":
+                assert header_height(page) <= 64, (path, header_height(page))
+                if name in {"create", "job", "image", "credits", "staff-user"}:
+                    shots(page, f"3-{name}-phone")
+        if label == "phone":  # the job's title gets the panel's width, above the badge
+            visit(page, f"/jobs/{job_id}/")
+            title, head = rect(page, f"#job-head-{job_id} .job-prompt"), rect(page, f"#job-head-{job_id}")
+            assert title["width"] >= head["width"] * 0.9, (title, head)
+    assert not session.console_errors, session.console_errors
+    assert not visitor.console_errors, visitor.console_errors
