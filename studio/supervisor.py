@@ -3,7 +3,10 @@
     python -m studio.supervisor          # what `bin/studio run` ends with
 
 Every process's output goes to the console prefixed by its name. Ctrl-C (or SIGTERM) stops them
-all, politely first, then by force; if any one of them dies, the others are stopped too.
+all, politely first, then by force. A process that dies is started again after a pause that
+doubles with each quick failure, while the others keep serving; the studio stops only when a
+process exits with an error right after its first start (a configuration error, such as a port
+in use: nothing to retry) or keeps dying within seconds of every restart.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 COLOURS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m"]
 RESET = "\033[0m"
 STOP_GRACE_SECONDS = 10
+RESTART_DELAYS_SECONDS = (1, 2, 4, 8, 16)  # after the 1st, 2nd, ... failure in a row
+STABLE_AFTER_SECONDS = 30  # a process that ran this long before dying starts its backoff afresh
+STARTUP_SECONDS = 15  # exiting with an error this soon after the first start is a start failure
 
 
 @dataclass
@@ -30,6 +36,10 @@ class Child:
     colour: str
     process: subprocess.Popen | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
+    started_at: float = 0.0
+    starts: int = 0
+    quick_failures: int = 0  # deaths in a row, each within STABLE_AFTER_SECONDS of its start
+    restart_at: float | None = None  # when a dead process is due to start again
 
 
 def var_dir() -> Path:
@@ -63,18 +73,24 @@ class Supervisor:
 
     def start(self, name: str, command: list[str]) -> Child:
         child = Child(name, command, COLOURS[len(self.children) % len(COLOURS)])
-        child.process = subprocess.Popen(
-            command, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
-        )
-        child.reader = threading.Thread(target=self.pump, args=(child,), daemon=True)
-        child.reader.start()
         self.children.append(child)
-        self.say("studio", RESET, f"started {name} (pid {child.process.pid}): {' '.join(command)}")
+        self.spawn(child)
         return child
 
-    def pump(self, child: Child) -> None:
-        for line in child.process.stdout:
+    def spawn(self, child: Child) -> None:
+        child.process = subprocess.Popen(
+            child.command, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
+        )
+        child.started_at, child.restart_at = time.monotonic(), None
+        child.starts += 1
+        child.reader = threading.Thread(target=self.pump, args=(child, child.process), daemon=True)
+        child.reader.start()
+        verb = "started" if child.starts == 1 else "restarted"
+        self.say("studio", RESET, f"{verb} {child.name} (pid {child.process.pid}): {' '.join(child.command)}")
+
+    def pump(self, child: Child, process: subprocess.Popen) -> None:
+        for line in process.stdout:
             self.say(child.name, child.colour, line)
 
     def stop_all(self) -> None:
@@ -101,15 +117,37 @@ class Supervisor:
             pass
 
     def watch(self) -> int:
-        """Wait until a child exits or we are told to stop; return the exit code to use."""
+        """Restart children that die; return the exit code to use once we are told to stop, or
+        once a child cannot be kept running."""
         while not self.stopping.is_set():
             for child in self.children:
+                if child.restart_at is not None:
+                    if time.monotonic() >= child.restart_at:
+                        self.spawn(child)
+                    continue
                 code = child.process.poll()
-                if code is not None:
-                    self.say("studio", RESET, f"{child.name} exited with code {code}; stopping the studio")
-                    return code or 1
+                if code is not None and (gave_up := self.on_death(child, code)) is not None:
+                    return gave_up
             time.sleep(0.2)
         return 0
+
+    def on_death(self, child: Child, code: int) -> int | None:
+        """Schedule the restart of a child that exited; the studio's exit code if we give up."""
+        ran = time.monotonic() - child.started_at
+        child.quick_failures = child.quick_failures + 1 if ran < STABLE_AFTER_SECONDS else 1
+        self.signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
+        if child.starts == 1 and code > 0 and ran < STARTUP_SECONDS:  # not killed: it could not start
+            self.say("studio", RESET, f"{child.name} exited with code {code} while starting; stopping the studio")
+            return code or 1
+        if child.quick_failures > len(RESTART_DELAYS_SECONDS):
+            self.say("studio", RESET, f"{child.name} exited with code {code}, {child.quick_failures} times in a row "
+                                      f"within {STABLE_AFTER_SECONDS}s of starting; stopping the studio")
+            return code or 1
+        delay = RESTART_DELAYS_SECONDS[child.quick_failures - 1]
+        self.say("studio", RESET, f"{child.name} (pid {child.process.pid}) exited with code {code} after {ran:.0f}s; "
+                                  f"restarting it in {delay}s, the rest keeps serving")
+        child.restart_at = time.monotonic() + delay
+        return None
 
 
 def start_everything(supervisor: Supervisor) -> None:
