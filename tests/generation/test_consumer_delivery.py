@@ -17,9 +17,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 async def open_socket(job, user):
     cookie = (await sync_to_async(session_cookie)(user)).encode()
-    communicator = WebsocketCommunicator(
-        application, f"/ws/jobs/{job.pk}/", headers=[(b"origin", b"http://127.0.0.1"), (b"cookie", cookie)]
-    )
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie)]
+    communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
     connected, _ = await communicator.connect()
     assert connected
     await communicator.receive_from()  # the current state
