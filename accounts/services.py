@@ -50,7 +50,8 @@ def signup_check_allowed(*, address: str, email: str) -> None:
     domain, limit = email_domain(email), settings.STUDIO_SIGNUPS_PER_DOMAIN_PER_HOUR
     if limit and _recent(since=hour, email_domain=domain) >= limit:
         raise SignupLimitReached(
-            f"Too many accounts with @{domain} addresses were opened in the last hour. Please try again later."
+            f"Too many accounts with @{domain} addresses were opened in the last hour. "
+            "Please try again later."
         )
 
 

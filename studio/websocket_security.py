@@ -25,7 +25,9 @@ def normalize_origin(value: str) -> str | None:
     except ValueError:
         return None
     scheme, host = parts.scheme.lower(), parts.hostname
-    if scheme not in DEFAULT_PORTS or not host or parts.path not in ("", "/") or parts.query or parts.username:
+    if scheme not in DEFAULT_PORTS or not host or parts.username is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
         return None
     host = f"[{host}]" if ":" in host else host
     return f"{scheme}://{host}" if port in (None, DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
@@ -87,7 +89,7 @@ def origin_is_allowed(scope) -> bool:
     if origin == own_origin or origin in exact:
         return True
     scheme, _, netloc = origin.partition("://")
-    return any(scheme == allowed_scheme and is_same_domain(netloc, domain) for allowed_scheme, domain in wildcards)
+    return any(scheme == wild_scheme and is_same_domain(netloc, domain) for wild_scheme, domain in wildcards)
 
 
 class RefuseConsumer(AsyncWebsocketConsumer):

@@ -38,7 +38,8 @@ def test_one_address_opens_at_most_the_hourly_number_of_accounts(client, setting
         assert signed_up(sign_up(client, REMOTE_ADDR="198.51.100.5"))
     response = sign_up(client, REMOTE_ADDR="198.51.100.5")
     assert response.status_code == 200 and users() == 3
-    assert "Too many accounts were opened from your network lately (at most 3 an hour)" in response.content.decode()
+    message = "Too many accounts were opened from your network lately (at most 3 an hour)"
+    assert message in response.content.decode()
     assert signed_up(sign_up(client, REMOTE_ADDR="198.51.100.6"))  # another address is not affected
 
 
@@ -78,7 +79,8 @@ def test_behind_the_trusted_proxy_each_client_has_its_own_allowance(client, sett
 
 def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(client, settings):
     settings.STUDIO_SIGNUPS_PER_ADDRESS_PER_HOUR = 2
-    results = [sign_up(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}") for n in range(3)]
+    results = [sign_up(client, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+               for n in range(3)]
     assert [signed_up(r) for r in results] == [True, True, False]
     assert set(Signup.objects.values_list("address", flat=True)) == {"10.0.0.1"}
 

@@ -42,7 +42,8 @@ def in_django(env: dict[str, str], code: str, tmp_path) -> dict:
 def test_check_deploy_is_clean_with_an_https_site_url(tmp_path):
     done = run_with(HTTPS_SITE, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "System check identified no issues (1 silenced)." in done.stdout  # W021: no HSTS preload, see settings
+    # The one silenced: W021, HSTS preloading, off by default (studio/settings.py, docs/deploy.md).
+    assert "System check identified no issues (1 silenced)." in done.stdout
 
 
 def test_check_deploy_names_the_missing_preload_when_asked_for_it(tmp_path):
@@ -89,8 +90,8 @@ def test_without_the_proxy_setting_a_forwarded_proto_header_is_not_believed(tmp_
 
 
 def test_an_http_site_url_redirects_nothing(tmp_path):
-    result = in_django({"STUDIO_SITE_URL": "http://127.0.0.1:8000", "STUDIO_ALLOWED_HOSTS": "studio.example.com"},
-                       REQUESTS, tmp_path)
+    env = {"STUDIO_SITE_URL": "http://127.0.0.1:8000", "STUDIO_ALLOWED_HOSTS": "studio.example.com"}
+    result = in_django(env, REQUESTS, tmp_path)
     assert result["redirect"] == [301, "/static/favicon.svg"] and result["behind"][2] is None
 
 

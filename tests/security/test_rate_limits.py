@@ -85,7 +85,8 @@ def test_behind_a_trusted_proxy_one_client_does_not_lock_out_the_others(client, 
                                     HTTP_X_FORWARDED_FOR="203.0.113.9, 198.51.100.1")
 
 
-def test_without_a_trusted_proxy_count_x_forwarded_for_is_ignored(client, settings, three_failures_per_address):
+def test_without_a_trusted_proxy_count_x_forwarded_for_is_ignored(client, settings,
+                                                                  three_failures_per_address):
     assert settings.ALLAUTH_TRUSTED_PROXY_COUNT == 0
     fail_three_times_through_the_proxy(client, "198.51.100.1")
     assert TOO_MANY in failed_login(client, "more@example.com", REMOTE_ADDR="10.0.0.1",

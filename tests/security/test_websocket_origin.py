@@ -90,7 +90,8 @@ async def test_behind_a_tls_proxy_the_public_https_origin_gets_in(settings):
 
 async def test_csrf_trusted_origins_are_own_origins_too(settings):
     settings.CSRF_TRUSTED_ORIGINS = ["https://studio.example.com:8443", "https://*.example.org"]
-    for origin, expected in [(b"https://studio.example.com:8443", True), (b"https://studio.example.com", False),
-                             (b"https://app.example.org", True), (b"http://app.example.org", False)]:
+    cases = [(b"https://studio.example.com:8443", True), (b"https://studio.example.com", False),
+             (b"https://app.example.org", True), (b"http://app.example.org", False)]
+    for origin, expected in cases:
         connected, _ = await open_job_socket(host=b"127.0.0.1:8000", origin=origin)
         assert connected == expected, origin
