@@ -144,14 +144,14 @@ CHANNEL_LAYERS = {
 }
 
 # The cache every process shares: allauth keeps its login and sign-up rate limits here (Django's
-# default, per-process memory, gave each daphne process its own limits). Short timeouts: a hung
-# Redis must not hold a login for long.
+# default, per-process memory, gave each daphne process its own limits). Short timeouts, and
+# without Redis it acts as an empty cache (studio/cache.py): a hung Redis must not hold logins.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "studio.cache.FailOpenRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "studio",
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     }
 }
 

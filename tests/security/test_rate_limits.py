@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from django.db import connection
@@ -102,3 +104,46 @@ def test_a_request_that_bypassed_a_proxy_is_limited_by_its_own_address(client, s
                                             HTTP_X_FORWARDED_FOR="198.51.100.1")
     assert TOO_MANY in failed_login(client, "more@example.com", REMOTE_ADDR="192.0.2.7",
                                     HTTP_X_FORWARDED_FOR="198.51.100.99")
+
+
+@pytest.fixture
+def cache_outage_forgotten_after():
+    """The outage state is per process: the next test starts with Redis believed reachable."""
+    from studio import cache
+
+    yield
+    cache._outage.update(on=False, retry_at=0.0)
+
+
+def test_without_redis_logins_go_on_without_rate_limits(client, settings, caplog,
+                                                        cache_outage_forgotten_after):
+    """The shared cache is unreachable: a failed login is still just a failed login, not a 500."""
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
+    with caplog.at_level("WARNING", logger="studio.cache"):
+        for _ in range(6):  # beyond the 5 per account: nothing counts them while Redis is away
+            assert TOO_MANY not in failed_login(client, "victim@example.com", REMOTE_ADDR="198.51.100.20")
+    assert [r.getMessage()[:26] for r in caplog.records] == ["Shared cache unreachable ("]
+
+
+def timed_failed_logins(client, email: str, count: int = 3) -> float:
+    started = time.monotonic()
+    for _ in range(count):
+        assert TOO_MANY not in failed_login(client, email, REMOTE_ADDR="198.51.100.20")
+    return time.monotonic() - started
+
+
+def test_a_hung_redis_holds_logins_for_about_one_socket_timeout(client, settings,
+                                                                cache_outage_forgotten_after):
+    """A Redis that accepts connections but never answers: one timeout, then the cache is skipped
+    for a while (each login asks it about a dozen times)."""
+    with_redis = timed_failed_logins(client, "first@example.com")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    location = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": location}}
+    try:
+        with_hung_redis = timed_failed_logins(client, "second@example.com")
+    finally:
+        silent.close()
+    assert with_hung_redis - with_redis < 3  # one socket timeout of 1 s, and noise
