@@ -95,6 +95,8 @@ class ModelInfo:
     # Linear latent->RGB preview: rgb = latent @ factors + bias, latents as the UNet sees them.
     latent_rgb_factors: tuple[tuple[float, ...], ...] | None = None
     latent_rgb_bias: tuple[float, ...] | None = None
+    # A trained PreviewDecoder shipped with the model (absolute path of its safetensors), or "".
+    preview_decoder: str = ""
     path: str = ""
     # What the Create form starts with for this model (a tiny model wants little guidance).
     default_steps: int = 20

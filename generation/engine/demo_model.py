@@ -149,10 +149,12 @@ def _shape_demo_decoder(decoder) -> None:
 
 
 def build_pipeline(seed: int = 0):
-    """The tiny pipeline in memory (deterministic for a seed)."""
+    """The tiny pipeline in memory (deterministic for a seed): studio-tiny's builders, smaller sizes."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import PNDMScheduler
+    from transformers import CLIPTokenizer
+
+    from .training.models import assemble_pipeline, build_text_encoder, build_unet, build_vae
 
     with tempfile.TemporaryDirectory() as tmp:
         vocab_size = build_tokenizer_files(Path(tmp))
@@ -160,59 +162,18 @@ def build_pipeline(seed: int = 0):
     tokenizer.model_max_length = TOKENIZER_MAX_LENGTH
 
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=TOKENIZER_MAX_LENGTH,
-            projection_dim=32,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = build_text_encoder(vocab_size, tokenizer.bos_token_id, tokenizer.eos_token_id, width=32,
+                                      intermediate=64, layers=2, heads=2, max_length=TOKENIZER_MAX_LENGTH,
+                                      activation="quick_gelu")
     torch.manual_seed(seed + 1)
-    unet = UNet2DConditionModel(
-        sample_size=NATIVE // 8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        attention_head_dim=4,  # diffusers' legacy name: the number of heads
-        norm_num_groups=16,
-    )
+    unet = build_unet(sample_size=NATIVE // 8, down_blocks=("DownBlock2D", "CrossAttnDownBlock2D"),
+                      up_blocks=("CrossAttnUpBlock2D", "UpBlock2D"), channels=(32, 64), cross_attention_dim=32,
+                      heads=4, norm_groups=16)
     torch.manual_seed(seed + 2)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,  # 3 downsamplings: vae_scale_factor 8
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=NATIVE,
-        mid_block_add_attention=False,
-    )
+    vae = build_vae(channels=(8, 16, 16, 16), norm_groups=8, sample_size=NATIVE, scaling_factor=0.18215)
     _shape_demo_decoder(vae.decoder)
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler(**_scheduler_config()),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                             scheduler=PNDMScheduler(**_scheduler_config()))
 
 
 @contextlib.contextmanager

@@ -23,7 +23,15 @@ from .infotext import format_infotext
 from .loading import dtype_kwarg, quiet_progress
 from .model_info import read_model_info
 from .pngmeta import encode_png
-from .previews import PREVIEW_MIME, DenoisedTracker, LinearPreviewer, TaesdPreviewer, encode_frame, grid
+from .previews import (
+    PREVIEW_MIME,
+    DecoderPreviewer,
+    DenoisedTracker,
+    LinearPreviewer,
+    TaesdPreviewer,
+    encode_frame,
+    grid,
+)
 from .samplers import make_scheduler
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -102,6 +110,9 @@ class Engine:
         if taesd_path:
             self._previewer = TaesdPreviewer(taesd_path, self.device, self.dtype)
             self.preview_method = "taesd"
+        elif self.info.preview_decoder:
+            self._previewer = DecoderPreviewer(self.info.preview_decoder, self.device)
+            self.preview_method = "decoder"
         elif self.info.latent_rgb_factors is not None:
             self._previewer = LinearPreviewer(self.info.latent_rgb_factors, self.info.latent_rgb_bias,
                                               self.device)

@@ -10,6 +10,7 @@ unet/, vae/, text_encoder/, tokenizer/, scheduler/) plus an optional ``studio_mo
      "native_width": 512, "native_height": 512, "max_width": 1024, "max_height": 1024,
      "latent_rgb_factors": [[r, g, b], ...one row per latent channel...],
      "latent_rgb_bias": [r, g, b],
+     "preview_decoder": "preview_decoder.safetensors",
      "default_steps": 20, "default_guidance_scale": 7.0, "default_sampler": "euler_a"}
 
 Every key is optional; what is missing is derived from the diffusers configs.
@@ -35,6 +36,7 @@ STUDIO_MODEL_FILE = "studio_model.json"
 HASH_CACHE_FILE = "studio_hash.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 SHORT_HASH_LEN = 10
+PREVIEW_DECODER_PREFIX = "preview_decoder"
 
 # Published linear latent->RGB factors (ComfyUI comfy/latent_formats.py), for latents as the
 # UNet sees them (VAE latents times the VAE scaling factor). SD 2.x uses the SD 1.x VAE.
@@ -76,11 +78,16 @@ def read_studio_json(folder: str | Path) -> dict:
 
 
 def weight_files(folder: str | Path) -> list[Path]:
-    """The weights files under a model folder, in a fixed order (relative path)."""
+    """The weights files under a model folder, in a fixed order (relative path).
+
+    Not a preview decoder (``preview_decoder*`` at the top level): it changes no image, so adding
+    or retraining one leaves the model's hash alone.
+    """
     root = Path(folder)
     files = [
         p for p in root.rglob("*")
         if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+        and not (p.parent == root and p.name.startswith(PREVIEW_DECODER_PREFIX))
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
@@ -207,9 +214,21 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
         latent_channels=channels,
         latent_rgb_factors=factors,
         latent_rgb_bias=bias,
+        preview_decoder=_preview_decoder(root, studio),
         path=str(root.resolve()),
         **defaults,
     )
+
+
+def _preview_decoder(root: Path, studio: dict) -> str:
+    """The absolute path of the model's trained preview decoder, "" when it has none."""
+    name = studio.get("preview_decoder")
+    if not name:
+        return ""
+    path = root / str(name)
+    if not isinstance(name, str) or root.resolve() not in path.resolve().parents or not path.is_file():
+        raise ModelError(f"{STUDIO_MODEL_FILE}: preview_decoder must name a file inside {root}")
+    return str(path.resolve())
 
 
 def _form_defaults(studio: dict) -> dict:

@@ -1,7 +1,11 @@
 """Per-step preview frames: cheap latent -> small RGB image -> WebP/PNG bytes.
 
-Two methods, never a full VAE decode:
+Three methods, never a full VAE decode:
 - LinearPreviewer: ``rgb = latent @ factors + bias`` per latent pixel (1/8 resolution), ~free;
+  the published factors suit the SD VAEs;
+- DecoderPreviewer: a few-KB conv net (PreviewDecoder) trained on our own model's VAE decodes and
+  shipped beside it (``preview_decoder`` in studio_model.json), at 1/2 resolution; for a VAE whose
+  colours are not a linear function of the latents (studio-tiny's: see docs/engine.md);
 - TaesdPreviewer: the tiny AutoencoderTiny decoder (TAESD) when its weights are available locally.
 
 Which latents: the denoised estimate x0 of the step when the scheduler exposes it (see
@@ -39,6 +43,61 @@ class LinearPreviewer:
         return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
+class PreviewDecoder(torch.nn.Module):
+    """Latents N,C,h,w (UNet space) -> RGB N,3,h*upscale,w*upscale in about [-1, 1].
+
+    Two 3x3 convolutions see each latent pixel with its neighbours (5x5 latent pixels, 40x40 image
+    pixels), then a 1x1 convolution paints each latent pixel's upscale x upscale block (PixelShuffle).
+    """
+
+    FORMAT = "studio-preview-decoder"
+
+    def __init__(self, latent_channels: int = 4, hidden: int = 32, upscale: int = 4):
+        super().__init__()
+        self.config = {"latent_channels": latent_channels, "hidden": hidden, "upscale": upscale}
+        nn = torch.nn
+        self.layers = nn.Sequential(
+            nn.Conv2d(latent_channels, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, 3 * upscale * upscale, 1), nn.PixelShuffle(upscale),
+        )
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.layers(latents)
+
+    def save(self, path) -> None:
+        from safetensors.torch import save_file
+
+        metadata = {"format": self.FORMAT, **{k: str(v) for k, v in self.config.items()}}
+        tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(path), metadata=metadata)
+
+    @classmethod
+    def load(cls, path) -> "PreviewDecoder":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+        if metadata.get("format") != cls.FORMAT:
+            raise ValueError(f"{path} is not a {cls.FORMAT} file")
+        decoder = cls(**{k: int(metadata[k]) for k in ("latent_channels", "hidden", "upscale")})
+        decoder.load_state_dict(tensors)
+        return decoder.eval()
+
+
+class DecoderPreviewer:
+    """Latents -> uint8 N,H,W,3 through a PreviewDecoder loaded from a safetensors file."""
+
+    def __init__(self, path, device):
+        self.decoder = PreviewDecoder.load(path).to(device)
+
+    def __call__(self, latents: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            image = self.decoder(latents.float())
+        return _to_uint8(image)
+
+
 class TaesdPreviewer:
     """Latents -> uint8 N,H,W,3 through TAESD (diffusers AutoencoderTiny), loaded from a local folder."""
 
@@ -56,11 +115,15 @@ class TaesdPreviewer:
         with torch.inference_mode():
             x = latents.to(self.vae.device, self.vae.dtype) / self.vae.config.scaling_factor
             image = self.vae.decode(x).sample.float()  # [-1, 1]
-        side = max(image.shape[-2:])
-        if side > PREVIEW_MAX_SIDE:
-            factor = math.ceil(side / PREVIEW_MAX_SIDE)
-            image = torch.nn.functional.avg_pool2d(image, factor)
-        return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return _to_uint8(image)
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """N,3,H,W in [-1, 1] -> uint8 N,H,W,3, area-averaged down to at most PREVIEW_MAX_SIDE."""
+    side = max(image.shape[-2:])
+    if side > PREVIEW_MAX_SIDE:
+        image = torch.nn.functional.avg_pool2d(image, math.ceil(side / PREVIEW_MAX_SIDE))
+    return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def grid(frames: np.ndarray) -> np.ndarray:
@@ -75,6 +138,17 @@ def grid(frames: np.ndarray) -> np.ndarray:
         r, c = divmod(i, cols)
         out[r * h : (r + 1) * h, c * w : (c + 1) * w] = frames[i]
     return out
+
+
+def frame_distance(frame: bytes, image: bytes) -> float:
+    """Mean colour distance of a preview frame to an image (encoded bytes), per channel on 0-255:
+    the frame scaled smoothly (bilinear) to the image's size, as the browser shows it. For tests
+    and benchmarks: how close previews come to the final image."""
+    with Image.open(io.BytesIO(image)) as picture:
+        target = np.asarray(picture.convert("RGB"), dtype=np.float32)
+    with Image.open(io.BytesIO(frame)) as picture:
+        scaled = picture.convert("RGB").resize((target.shape[1], target.shape[0]), Image.BILINEAR)
+    return float(np.abs(np.asarray(scaled, dtype=np.float32) - target).mean())
 
 
 def encode_frame(rgb: np.ndarray) -> bytes:

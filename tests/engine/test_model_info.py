@@ -158,3 +158,29 @@ def test_demo_tokenizer_knows_prompt_words(engine):
     ids = tokenizer("a photo of a cat, highly detailed").input_ids
     assert len(ids) == 2 + 8  # BOS, 7 words and a comma, EOS
     assert tokenizer.decode(ids, skip_special_tokens=True) == "a photo of a cat , highly detailed"
+
+
+def test_a_preview_decoder_is_named_in_studio_json_and_leaves_the_hash_alone(demo_model_path, tmp_path):
+    from generation.engine.previews import PreviewDecoder
+
+    copy = shutil.copytree(demo_model_path, tmp_path / "with-decoder")
+    (copy / HASH_CACHE_FILE).unlink()
+    before = read_model_info(copy)
+    assert before.preview_decoder == ""
+    PreviewDecoder().save(copy / "preview_decoder.safetensors")
+    studio = json.loads((copy / STUDIO_MODEL_FILE).read_text())
+    (copy / STUDIO_MODEL_FILE).write_text(json.dumps({**studio, "preview_decoder": "preview_decoder.safetensors"}))
+    (copy / HASH_CACHE_FILE).unlink()
+    info = read_model_info(copy)
+    assert info.preview_decoder == str((copy / "preview_decoder.safetensors").resolve())
+    assert info.hash == before.hash  # it changes no image
+
+
+@pytest.mark.parametrize("name", ["missing.safetensors", "../outside.safetensors", 7])
+def test_a_bad_preview_decoder_is_a_model_error(demo_model_path, tmp_path, name):
+    copy = shutil.copytree(demo_model_path, tmp_path / "bad-decoder")
+    (tmp_path / "outside.safetensors").write_bytes(b"x")
+    studio = json.loads((copy / STUDIO_MODEL_FILE).read_text())
+    (copy / STUDIO_MODEL_FILE).write_text(json.dumps({**studio, "preview_decoder": name}))
+    with pytest.raises(ModelError, match="preview_decoder"):
+        read_model_info(copy)

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..preview_fit import decode_small, fit_latent_rgb, fit_preview_decoder, write_preview_decoder
 from . import dataset
-from .models import LATENT_SIZE, build_text_encoder, build_unet, build_vae, scheduler_kwargs
+from .models import LATENT_SIZE, assemble_pipeline, build_text_encoder, build_unet, build_vae, scheduler_kwargs
 from .tokenizer import write_tokenizer
 
 FAMILY = "studio-tiny"
@@ -79,6 +80,8 @@ def parse_args(argv=None):
                         "start the text encoder and UNet from its weights")
     p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=True,
                    help="store weights as float16 safetensors")
+    p.add_argument("--preview-decoder", action=argparse.BooleanOptionalAction, default=True,
+                   help="train the live-preview decoder on the saved model (preview_fit --decoder)")
     return p.parse_args(argv)
 
 
@@ -135,28 +138,6 @@ def encode_all(vae, images_u8: torch.Tensor, device, bf16: bool, batch: int = 25
         means.append(d.mean.float())
         stds.append(d.std.float())
     return torch.cat(means), torch.cat(stds)
-
-
-@torch.no_grad()
-def fit_latent_rgb(vae, lat_mean: torch.Tensor, scaling: float, count: int = 2048):
-    """Least squares: rgb(latent pixel) = (latent * scaling_factor) @ M + b.
-
-    Targets are the VAE's own decode of those latents, average-pooled 8x8 to
-    latent size, in [-1, 1]. Latents are taken as the pipeline sees them, i.e.
-    already multiplied by vae.config.scaling_factor.
-    """
-    z = lat_mean[:count]
-    rgb = []
-    for a in range(0, z.shape[0], 256):
-        img = vae.decode(z[a:a + 256]).sample.clamp(-1, 1)
-        rgb.append(F.avg_pool2d(img, 8))
-    rgb = torch.cat(rgb).permute(0, 2, 3, 1).reshape(-1, 3).double().cpu()
-    lat = (z * scaling).permute(0, 2, 3, 1).reshape(-1, z.shape[1]).double().cpu()
-    a_mat = torch.cat([lat, torch.ones(lat.shape[0], 1, dtype=torch.float64)], 1)
-    sol = torch.linalg.lstsq(a_mat, rgb).solution
-    resid = (a_mat @ sol - rgb).pow(2).mean().sqrt().item()
-    m, b = sol[:-1], sol[-1]
-    return [[round(float(v), 5) for v in row] for row in m], [round(float(v), 5) for v in b], resid
 
 
 # ----------------------------------------------------------------------------- UNet
@@ -249,15 +230,12 @@ def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, a
 
 
 def save_model(out: Path, vae, text_encoder, unet, tok_dir: Path, studio: dict, fp16: bool):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import EulerDiscreteScheduler
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
-    scheduler = EulerDiscreteScheduler(**scheduler_kwargs())
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                             scheduler=EulerDiscreteScheduler(**scheduler_kwargs()))
     pipe.to("cpu")
     if fp16:
         # UNet and VAE as float16 (diffusers loads them back as float32 unless told
@@ -353,10 +331,14 @@ def main(argv=None) -> Path:
         vae.register_to_config(scaling_factor=round(float(1.0 / sample.std()), 5))
         vae.save_pretrained(out / "vae")  # so a long UNet phase can be judged against it
     scaling = vae.config.scaling_factor
-    factors, bias, resid = fit_latent_rgb(vae, lat_mean, scaling)
+    # Linear preview factors fitted on the VAE's own decode of training-image latents (the fallback
+    # previewer; the trained preview decoder, fitted after saving, is what the engine uses).
+    unet_latents = lat_mean[:2048] * scaling
+    linear = fit_latent_rgb(unet_latents, decode_small(vae, unet_latents))
+    factors, bias = linear.factors, linear.bias
     timings["vae_encode"] = time.time() - t
-    log.update(scaling_factor=scaling, latent_rgb_rms_error=resid)
-    _log(f"encoded; scaling_factor {scaling:.4f}; latent->rgb rms {resid:.3f}")
+    log.update(scaling_factor=scaling, latent_rgb_rms_error=linear.rms_error)
+    _log(f"encoded; scaling_factor {scaling:.4f}; latent->rgb rms {linear.rms_error:.3f}")
     del images_u8
 
     t = time.time()
@@ -394,6 +376,14 @@ def main(argv=None) -> Path:
                     "unet": unet.state_dict(), "studio": studio, "log": log}, out / "raw_weights.pt")
         raise
     shutil.rmtree(tok_dir, ignore_errors=True)
+    if args.preview_decoder:  # fitted on the saved model, exactly as the engine will load it
+        from diffusers import StableDiffusionPipeline
+
+        t = time.time()
+        pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
+        decoder, fit = fit_preview_decoder(pipe.to(device), seed=args.seed, log=_log)
+        write_preview_decoder(out, decoder, fit)
+        timings["preview_decoder"] = time.time() - t
     timings["total"] = time.time() - t_start
     (out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
     _log(f"saved {out} in {timings['total']:.0f}s total")
