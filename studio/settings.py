@@ -1,7 +1,7 @@
 """Settings for Studio.
 
 Everything that differs between the embedded default (one machine, nothing installed) and a
-scaled-out deployment comes from the environment; see docs/configuration.md.
+scaled-out deployment comes from the environment; see README.md (Configuration) and docs/deploy.md.
 """
 
 from __future__ import annotations
