@@ -1,4 +1,4 @@
-"""Forms: the live cost quote, staff adjustments and refunds."""
+"""Forms: query parameters of the billing pages, staff adjustments and refunds."""
 
 from __future__ import annotations
 
@@ -6,18 +6,7 @@ import uuid
 
 from django import forms
 
-from generation.forms import ASPECT_RATIOS
-
-
-class QuoteForm(forms.Form):
-    """The Create form's fields that set the price. Explicit width/height win over aspect."""
-
-    width = forms.IntegerField(required=False, min_value=8, max_value=4096)
-    height = forms.IntegerField(required=False, min_value=8, max_value=4096)
-    aspect = forms.ChoiceField(required=False, choices=[(k, k) for k in ASPECT_RATIOS])
-    steps = forms.IntegerField(min_value=1, max_value=150)
-    num_images = forms.IntegerField(min_value=1, max_value=4)
-    model_name = forms.CharField(required=False, max_length=200)
+from billing.subjects import InvalidSubject, subject_check
 
 
 MAX_DB_ID = 2**63 - 1
@@ -59,7 +48,10 @@ class AdjustForm(forms.Form):
 
 
 class RefundForm(forms.Form):
-    job_id = forms.UUIDField(label="Job id")
+    subject = forms.CharField(
+        max_length=200, label="What to refund", help_text="As the ledger names it, e.g. job:<id>.",
+        widget=forms.TextInput(attrs={"size": 40, "placeholder": "job:…"}),
+    )
     reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 40}))
 
     def clean_reason(self) -> str:
@@ -67,3 +59,9 @@ class RefundForm(forms.Form):
         if not reason:
             raise forms.ValidationError("A reason is required.")
         return reason
+
+    def clean_subject(self) -> str:
+        try:
+            return subject_check(self.cleaned_data["subject"].strip())
+        except InvalidSubject as error:
+            raise forms.ValidationError(str(error)) from error

@@ -74,6 +74,9 @@ class LedgerEntry(models.Model):
     capture:                 held -amount (spent)
     release:                 held -amount, available +amount
     adjust:                  available +/-amount (admin grant or revoke)
+
+    Holds (reserve, capture, release) and refunds name their `subject`: an opaque string chosen by
+    whoever spends (generation uses `job:<uuid>`), so billing needs no table of any spender.
     """
 
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="entries")
@@ -92,12 +95,11 @@ class LedgerEntry(models.Model):
         help_text="Who caused this entry (staff for adjustments; empty for the system).",
     )
     reason = models.CharField(max_length=500, blank=True)
-    job = models.ForeignKey(
-        "generation.Job",
-        null=True,
+    subject = models.CharField(
+        max_length=200,
         blank=True,
-        on_delete=models.SET_NULL,  # a deleted job keeps its money history; the key still names it
-        related_name="ledger_entries",
+        db_index=True,
+        help_text="What a hold is for, as its spender names it (e.g. job:<uuid>); billing knows no spender.",
     )
     payment = models.ForeignKey(
         "billing.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
@@ -131,6 +133,12 @@ class LedgerEntry(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(available_after__gte=0, held_after__gte=0), name="ledger_after_not_negative"
+            ),
+            # One reserve, one capture, one release and one refund per subject, whatever the key says.
+            models.UniqueConstraint(
+                fields=["subject", "kind"],
+                condition=Q(kind__in=["reserve", "capture", "release", "refund"]) & ~Q(subject=""),
+                name="ledger_one_hold_entry_per_subject_and_kind",
             ),
         ]
 

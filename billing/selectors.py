@@ -11,6 +11,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.models import CreditPack, EntryKind, LedgerEntry, Payment, Wallet
+from billing.subjects import subject_live_ids_function, subject_split
 
 
 def wallet_for_user(*, user) -> Wallet | None:
@@ -45,20 +46,16 @@ def wallets_out_of_balance() -> list[dict]:
 
 
 def ledger_for_user(*, user) -> QuerySet[LedgerEntry]:
-    return LedgerEntry.objects.filter(wallet__owner_user_id=user.pk).select_related("job", "payment", "actor")
+    return LedgerEntry.objects.filter(wallet__owner_user_id=user.pk).select_related("payment", "actor")
 
 
-def open_holds(*, wallet_id: int) -> QuerySet[LedgerEntry]:
-    """Reserve entries whose job has neither been captured nor released yet."""
-    settled = LedgerEntry.objects.filter(
-        wallet_id=wallet_id, kind__in=[EntryKind.CAPTURE, EntryKind.RELEASE], job_id=OuterRef("job_id")
-    )
-    return (
-        LedgerEntry.objects.filter(wallet_id=wallet_id, kind=EntryKind.RESERVE)
-        .exclude(Exists(settled))
-        .select_related("job")
-        .order_by("created_at")
-    )
+def open_holds(*, wallet_id: int | None = None) -> QuerySet[LedgerEntry]:
+    """Reserve entries whose subject has neither been captured nor released yet (all wallets by default)."""
+    settled = LedgerEntry.objects.filter(kind__in=[EntryKind.CAPTURE, EntryKind.RELEASE], subject=OuterRef("subject"))
+    holds = LedgerEntry.objects.filter(kind=EntryKind.RESERVE).exclude(Exists(settled))
+    if wallet_id is not None:
+        holds = holds.filter(wallet_id=wallet_id)
+    return holds.order_by("created_at", "id")
 
 
 def open_holds_for_user(*, user) -> QuerySet[LedgerEntry]:
@@ -66,9 +63,42 @@ def open_holds_for_user(*, user) -> QuerySet[LedgerEntry]:
     return open_holds(wallet_id=wallet.pk) if wallet else LedgerEntry.objects.none()
 
 
-def job_charge(*, job) -> dict:
-    """What a job reserved, spent, released and had refunded (for the job page and staff)."""
-    rows = LedgerEntry.objects.filter(idempotency_key__in=[f"{k}:{job.pk}" for k in ("reserve", "capture", "release", "refund")])
+def subject_has_open_hold(*, subject: str) -> bool:
+    return open_holds().filter(subject=subject).exists()
+
+
+def open_holds_stale() -> list[LedgerEntry]:
+    """Open holds whose spender says the subject is over or gone (see billing.subjects).
+
+    A hold of a kind with no `live_ids` function cannot be judged and is not reported.
+    """
+    holds = list(open_holds().select_related("wallet"))
+    by_kind: dict[str, list[LedgerEntry]] = {}
+    for hold in holds:
+        by_kind.setdefault(subject_split(hold.subject)[0], []).append(hold)
+    stale = []
+    for kind, kind_holds in by_kind.items():
+        live_ids = subject_live_ids_function(kind)
+        if live_ids is None:
+            continue
+        live = live_ids([subject_split(hold.subject)[1] for hold in kind_holds])
+        stale += [hold for hold in kind_holds if subject_split(hold.subject)[1] not in live]
+    return stale
+
+
+def subject_payer(*, subject: str):
+    """The user whose wallet holds or paid for a subject, or None."""
+    entry = (
+        LedgerEntry.objects.filter(subject=subject, kind=EntryKind.RESERVE).select_related("wallet__owner_user").first()
+    )
+    return entry.wallet.owner_user if entry else None
+
+
+def subject_charge(*, subject: str) -> dict:
+    """What a subject (a job) reserved, spent, released and had refunded (for its page and staff)."""
+    rows = LedgerEntry.objects.filter(
+        subject=subject, kind__in=[EntryKind.RESERVE, EntryKind.CAPTURE, EntryKind.RELEASE, EntryKind.REFUND]
+    )
     charge = {"reserved": 0, "captured": 0, "released": 0, "refunded": 0}
     names = {"reserve": "reserved", "capture": "captured", "release": "released", "refund": "refunded"}
     for entry in rows:

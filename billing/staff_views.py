@@ -1,4 +1,4 @@
-"""Staff pages: find a user, see balance/holds/ledger, grant or revoke, refund a job, usage, CSV."""
+"""Staff pages: find a user, see balance/holds/ledger, grant or revoke, refund by subject, usage, CSV."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def _user_context(request: HttpRequest, user, *, adjust_form=None, refund_form=N
     wallet = selectors.wallet_for_user(user=user)
     page = Paginator(selectors.ledger_for_user(user=user), 100).get_page(request.GET.get("page"))
     return {
-        "subject": user,
+        "customer": user,
         "wallet": wallet,
         "available": wallet.available if wallet else 0,
         "held": wallet.held if wallet else 0,
@@ -49,13 +49,13 @@ def _user_context(request: HttpRequest, user, *, adjust_form=None, refund_form=N
 @staff_member_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
-    subject = get_object_or_404(get_user_model(), pk=user_id)
+    customer = get_object_or_404(get_user_model(), pk=user_id)
     if request.method == "POST":
         form = AdjustForm(request.POST)
         if form.is_valid():
             try:
                 services.credits_adjust(
-                    user=subject,
+                    user=customer,
                     amount=form.signed_amount,
                     actor=request.user,
                     reason=form.cleaned_data["reason"],
@@ -65,45 +65,42 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
                 form.add_error("amount", f"Cannot revoke more than is available ({error.available}).")
             except services.AlreadyRecorded:
                 messages.info(request, "That adjustment was already recorded.")
-                return redirect("billing:staff_user", user_id=subject.pk)
+                return redirect("billing:staff_user", user_id=customer.pk)
             else:
                 verb = "Granted" if form.signed_amount > 0 else "Revoked"
                 messages.success(request, f"{verb} {abs(form.signed_amount):,} credits.")
-                return redirect("billing:staff_user", user_id=subject.pk)
+                return redirect("billing:staff_user", user_id=customer.pk)
         return render(
-            request, "billing/staff/user_detail.html", _user_context(request, subject, adjust_form=form), status=400
+            request, "billing/staff/user_detail.html", _user_context(request, customer, adjust_form=form), status=400
         )
-    return render(request, "billing/staff/user_detail.html", _user_context(request, subject))
+    return render(request, "billing/staff/user_detail.html", _user_context(request, customer))
 
 
 @staff_member_required
 @require_POST
-def refund_job(request: HttpRequest) -> HttpResponse:
-    from generation.models import Job
-
+def refund(request: HttpRequest) -> HttpResponse:
+    """Refund what a subject (e.g. `job:<id>`) was charged, to the wallet it was charged to."""
     form = RefundForm(request.POST)
-    subject = None
+    owner = None
     if form.is_valid():
-        job = Job.objects.filter(pk=form.cleaned_data["job_id"]).select_related("user").first()
-        if job is None:
-            form.add_error("job_id", "No such job.")
+        subject = form.cleaned_data["subject"]
+        owner = selectors.subject_payer(subject=subject)
+        try:
+            entry = services.credits_refund(subject=subject, actor=request.user, reason=form.cleaned_data["reason"])
+        except (ValueError, services.AlreadyRecorded) as error:
+            form.add_error("subject", str(error))
         else:
-            subject = job.user
-            try:
-                entry = services.credits_refund_job(job=job, actor=request.user, reason=form.cleaned_data["reason"])
-            except (ValueError, services.AlreadyRecorded) as error:
-                form.add_error("job_id", str(error))
-            else:
-                messages.success(request, f"Refunded {entry.amount:,} credits for job {job.pk}.")
-                return redirect("billing:staff_user", user_id=subject.pk)
-    if subject is None:
+            messages.success(request, f"Refunded {entry.amount:,} credits for {subject}.")
+            return redirect("billing:staff_user", user_id=owner.pk)
+    if owner is None:
         user_id = request.POST.get("user_id", "")
-        subject = get_user_model().objects.filter(pk=user_id).first() if user_id.isdigit() else None
-    if subject is None:
+        if user_id.isascii() and user_id.isdigit() and len(user_id) <= 18:
+            owner = get_user_model().objects.filter(pk=int(user_id)).first()
+    if owner is None:
         messages.error(request, "; ".join(e for errs in form.errors.values() for e in errs) or "Invalid refund.")
         return redirect("billing:staff_users")
     return render(
-        request, "billing/staff/user_detail.html", _user_context(request, subject, refund_form=form), status=400
+        request, "billing/staff/user_detail.html", _user_context(request, owner, refund_form=form), status=400
     )
 
 
@@ -136,7 +133,7 @@ class _Echo:
 
 CSV_COLUMNS = [
     "id", "created_at", "user_id", "user_email", "wallet_id", "kind", "amount", "available_delta",
-    "held_delta", "available_after", "held_after", "job_id", "payment_id", "actor_id", "actor_email",
+    "held_delta", "available_after", "held_after", "subject", "payment_id", "actor_id", "actor_email",
     "reason", "idempotency_key",
 ]
 
@@ -167,7 +164,7 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
                 [
                     e.pk, e.created_at.isoformat(), owner.pk if owner else "", _csv_cell(owner.email if owner else ""),
                     e.wallet_id, e.kind, e.amount, e.available_delta, e.held_delta, e.available_after, e.held_after,
-                    e.job_id or "", e.payment_id or "", e.actor_id or "", _csv_cell(e.actor.email if e.actor else ""),
+                    _csv_cell(e.subject), e.payment_id or "", e.actor_id or "", _csv_cell(e.actor.email if e.actor else ""),
                     _csv_cell(e.reason), _csv_cell(e.idempotency_key),
                 ]
             )

@@ -11,10 +11,9 @@ urlpatterns = [
     path("packs/<int:pack_id>/test-purchase/", views.test_purchase, name="test_purchase"),
     path("checkout/return/", views.checkout_return, name="checkout_return"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
-    path("quote/", views.quote, name="quote"),
     path("staff/users/", staff_views.users, name="staff_users"),
     path("staff/users/<int:user_id>/", staff_views.user_detail, name="staff_user"),
-    path("staff/refund/", staff_views.refund_job, name="staff_refund"),
+    path("staff/refund/", staff_views.refund, name="staff_refund"),
     path("staff/usage/", staff_views.usage, name="staff_usage"),
     path("staff/ledger.csv", staff_views.ledger_csv, name="staff_ledger_csv"),
 ]

@@ -1,4 +1,4 @@
-"""User-facing billing pages: credits and history, packs, checkout, the webhook, the cost quote."""
+"""User-facing billing pages: credits and history, packs, checkout, the webhook."""
 
 from __future__ import annotations
 
@@ -14,10 +14,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors, services
-from billing.forms import CheckoutReturnForm, QuoteForm
+from billing.forms import CheckoutReturnForm
 from billing.models import CreditPack, Payment
-from generation.forms import size_for_aspect
-from generation.selectors import model_info
 
 logger = logging.getLogger(__name__)
 
@@ -113,39 +111,3 @@ def stripe_webhook(request: HttpRequest) -> HttpResponse:
         logger.warning("Rejected a Stripe webhook: %s", rejected)
         return HttpResponseBadRequest("invalid webhook", content_type="text/plain")
     return HttpResponse(outcome, content_type="text/plain")
-
-
-def _size_from_aspect(aspect: str) -> tuple[int, int, str]:
-    """Width, height and model name the Create form would use for an aspect ratio."""
-    info = model_info()
-    width, height = size_for_aspect(aspect, info)
-    return width, height, info.name
-
-
-@login_required
-@require_GET
-def quote(request: HttpRequest) -> HttpResponse:
-    """Live cost of the Create form's settings. Bad or missing input: a neutral fragment, status 200."""
-    available, _ = selectors.wallet_balance(user=request.user)
-    form = QuoteForm(request.GET)
-    cost = None
-    if form.is_valid():
-        data = form.cleaned_data
-        width, height = data["width"], data["height"]
-        aspect_width, aspect_height, current_model = _size_from_aspect(data["aspect"] or "1:1")
-        model_name = data["model_name"] or current_model
-        if not (width and height) and data["aspect"]:
-            width, height = aspect_width, aspect_height
-        if width and height:
-            try:
-                cost = services.job_price(
-                    width=width, height=height, steps=data["steps"], num_images=data["num_images"],
-                    model_name=model_name,
-                )
-            except ValueError:
-                cost = None
-    return render(
-        request,
-        "billing/_quote.html",
-        {"cost": cost, "available": available, "affordable": cost is not None and cost <= available},
-    )

@@ -1,5 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from billing.selectors import subject_has_open_hold
+from generation import services
 from generation.models import Image, Job
 
 
@@ -13,7 +15,9 @@ class ImageInline(admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    """Read-only: jobs change state only through generation.services."""
+    """Read-only: jobs change state only through generation.services. A job is deleted only
+    through `services.job_delete`, which refuses while it holds credits (queued, running, or a
+    hold not yet settled): deleting it then would strand them."""
 
     list_display = ("id", "user", "state", "prompt", "width", "height", "steps", "num_images", "cost", "attempts", "created_at")
     list_filter = ("state", "sampler", "model_name")
@@ -26,6 +30,27 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and (obj.is_active or subject_has_open_hold(subject=obj.billing_subject)):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        services.job_delete(job=obj)
+
+    def delete_queryset(self, request, queryset):
+        kept = []
+        for job in queryset:
+            try:
+                services.job_delete(job=job)
+            except services.JobNotDeletable:
+                kept.append(job)
+        if kept:
+            self.message_user(
+                request, f"{len(kept)} job(s) kept: they still hold credits (queued, running or on hold).",
+                messages.WARNING,
+            )
 
 
 @admin.register(Image)

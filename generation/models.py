@@ -29,6 +29,10 @@ REQUEST_FIELDS = (
 )
 
 
+class JobNotDeletable(Exception):
+    """A job that still holds credits (queued, running, or an unsettled hold) is not deleted."""
+
+
 class JobQuerySet(models.QuerySet):
     def visible_to(self, user) -> JobQuerySet:
         """Jobs a user may see: their own. Everyone else gets a 404."""
@@ -38,6 +42,12 @@ class JobQuerySet(models.QuerySet):
 
     def active(self) -> JobQuerySet:
         return self.filter(state__in=[JobState.QUEUED, JobState.RUNNING])
+
+    def delete(self):
+        """Queued and running jobs hold credits: they are never deleted behind the services' back."""
+        if self.active().exists():
+            raise JobNotDeletable("Queued or running jobs cannot be deleted: cancel them first.")
+        return super().delete()
 
 
 class Job(models.Model):
@@ -97,6 +107,16 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return not self.is_final
+
+    @property
+    def billing_subject(self) -> str:
+        """What billing holds this job's credits under (`job:<uuid>`)."""
+        return f"job:{self.pk}"
+
+    def delete(self, *args, **kwargs):
+        if self.is_active:
+            raise JobNotDeletable(f"Job {self.pk} is {self.state}: cancel it first (generation.services.job_delete).")
+        return super().delete(*args, **kwargs)
 
     def generation_request(self) -> GenerationRequest:
         return GenerationRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})

@@ -1,10 +1,11 @@
 from django.urls import path
 
-from generation import views
+from generation import quote, views
 
 app_name = "generation"
 urlpatterns = [
     path("create/", views.create, name="create"),
+    path("create/quote/", quote.quote, name="quote"),
     path("jobs/", views.job_list, name="job_list"),
     path("jobs/<uuid:job_id>/", views.job_detail, name="job_detail"),
     path("jobs/<uuid:job_id>/panel/", views.job_panel, name="job_panel"),

@@ -329,3 +329,8 @@ STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
 STUDIO_BILLING_TEST_PURCHASES = env_bool("STUDIO_BILLING_TEST_PURCHASES", False)
+# Billing knows no spender: per subject kind ("job:<uuid>"), the page that shows one and the
+# function that says which subjects may still hold credits (billing/subjects.py).
+BILLING_SUBJECTS = {
+    "job": {"url_name": "generation:job_detail", "live_ids": "generation.billing_subjects.live_job_ids"},
+}

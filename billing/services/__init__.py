@@ -1,13 +1,13 @@
 """Every change to money goes through here (HackSoft style: keyword-only, typed, atomic).
 
-    credits_reserve / credits_capture / credits_release   the job lifecycle
-    credits_grant_signup / credits_adjust / credits_refund_job / credits_purchase
+    credits_reserve / credits_capture / credits_release   a hold's lifecycle, keyed by subject
+    credits_grant_signup / credits_adjust / credits_refund / credits_purchase
     payment_checkout_start / payment_test_purchase / stripe_webhook_receive
     job_price (billing.pricing, re-exported)
 """
 
 from billing.pricing import job_price
-from billing.services.credits import credits_capture, credits_refund_job, credits_release, credits_reserve
+from billing.services.credits import credits_capture, credits_refund, credits_release, credits_reserve
 from billing.services.grants import credits_adjust, credits_grant_signup, credits_purchase
 from billing.services.ledger import AlreadyRecorded, InsufficientCredits, wallet_get_or_create_for_user
 from billing.services.payments import (
@@ -19,17 +19,19 @@ from billing.services.payments import (
     stripe_webhook_receive,
     purchases_test_mode_enabled,
 )
+from billing.subjects import InvalidSubject
 
 __all__ = [
     "AlreadyRecorded",
     "InsufficientCredits",
+    "InvalidSubject",
     "PaymentsNotConfigured",
     "WebhookRejected",
     "credits_adjust",
     "credits_capture",
     "credits_grant_signup",
     "credits_purchase",
-    "credits_refund_job",
+    "credits_refund",
     "credits_release",
     "credits_reserve",
     "job_price",

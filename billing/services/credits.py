@@ -1,48 +1,45 @@
-"""Every change to a job's credits: reserve -> capture | release, and staff refunds.
+"""Every change to held credits: reserve -> capture | release, and staff refunds.
 
-Built on billing.services.ledger (conditional updates, idempotency keys, lock order job ->
-wallet, events on commit); see docs/billing.md.
+A hold is keyed by its subject, an opaque `<kind>:<id>` string chosen by the spender
+(generation uses `job:<uuid>`; a fine-tune or an API call can bring its own kind). Billing never
+looks the subject up: whoever spends passes the payer and the amounts.
+
+Built on billing.services.ledger (conditional updates, idempotency keys, wallet row locks,
+events on commit); see docs/billing.md.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from django.db import transaction
 
 from billing.models import EntryKind, LedgerEntry
 from billing.services.ledger import (
     AlreadyRecorded,
-    job_hold,
     key_exists,
-    lock_job,
     lock_wallet,
     move,
+    subject_hold,
     wallet_get_or_create_for_user,
 )
-
-if TYPE_CHECKING:
-    from generation.models import Job
-
-
-# --- jobs ----------------------------------------------------------------------------------------
+from billing.subjects import subject_check
 
 
 @transaction.atomic
-def credits_reserve(*, job: Job, amount: int) -> None:
-    """Move `amount` from the payer's available credits to held, for this job.
+def credits_reserve(*, user, subject: str, amount: int) -> None:
+    """Move `amount` from the user's available credits to held, for `subject`.
 
-    Call it in the transaction that creates the job: InsufficientCredits rolls both back.
-    A zero amount records nothing. Calling it twice for one job reserves once.
+    Call it in the transaction that creates the subject (the job): InsufficientCredits rolls
+    both back. A zero amount records nothing. Calling it twice for one subject reserves once.
     """
+    subject_check(subject)
     if amount < 0:
         raise ValueError("amount must be >= 0")
     if amount == 0:
         return
-    key = f"reserve:{job.pk}"
+    key = f"reserve:{subject}"
     if key_exists(key):
         return
-    wallet = wallet_get_or_create_for_user(user=job.user)
+    wallet = wallet_get_or_create_for_user(user=user)
     move(
         wallet_id=wallet.pk,
         kind=EntryKind.RESERVE,
@@ -50,32 +47,41 @@ def credits_reserve(*, job: Job, amount: int) -> None:
         available_delta=-amount,
         held_delta=amount,
         idempotency_key=key,
-        reason="Reserved for a job",
-        job=job,
+        reason="Reserved",
+        subject=subject,
     )
 
 
-@transaction.atomic
-def credits_capture(*, job: Job, amount: int) -> None:
-    """The job succeeded: spend `amount` of its hold and release the rest. Idempotent.
+def _locked_open_hold(subject: str) -> LedgerEntry | None:
+    """The subject's reserve entry if its hold is still open, with its wallet row locked."""
+    reserve, settled = subject_hold(subject)
+    if reserve is None or settled:
+        return None
+    lock_wallet(reserve.wallet_id)
+    _, settled = subject_hold(subject)  # re-check under the lock
+    return None if settled else reserve
 
-    A job whose hold was already captured or released is left alone; a job with no hold
-    (free job) needs `amount == 0`.
+
+@transaction.atomic
+def credits_capture(*, subject: str, amount: int) -> None:
+    """The work is done: spend `amount` of the hold and release the rest. Idempotent.
+
+    A hold already captured or released is left alone; a subject with no hold (free work)
+    needs `amount == 0`.
     """
+    subject_check(subject)
     if amount < 0:
         raise ValueError("amount must be >= 0")
-    reserve, _ = job_hold(job)
+    reserve, _ = subject_hold(subject)
     if reserve is None:
         if amount:
-            raise ValueError(f"Job {job.pk} has no reservation to capture {amount} credits from")
+            raise ValueError(f"{subject} has no reservation to capture {amount} credits from")
         return
-    lock_job(job)
-    lock_wallet(reserve.wallet_id)
-    _, settled = job_hold(job)  # re-check under the lock
-    if settled:
+    reserve = _locked_open_hold(subject)
+    if reserve is None:
         return
     if amount > reserve.amount:
-        raise ValueError(f"Cannot capture {amount} credits: job {job.pk} holds {reserve.amount}")
+        raise ValueError(f"Cannot capture {amount} credits: {subject} holds {reserve.amount}")
     if amount:
         move(
             wallet_id=reserve.wallet_id,
@@ -83,9 +89,9 @@ def credits_capture(*, job: Job, amount: int) -> None:
             amount=amount,
             available_delta=0,
             held_delta=-amount,
-            idempotency_key=f"capture:{job.pk}",
-            reason="Spent on a job",
-            job=job,
+            idempotency_key=f"capture:{subject}",
+            reason="Spent",
+            subject=subject,
         )
     rest = reserve.amount - amount
     if rest or not amount:
@@ -96,25 +102,21 @@ def credits_capture(*, job: Job, amount: int) -> None:
             amount=rest,
             available_delta=rest,
             held_delta=-rest,
-            idempotency_key=f"release:{job.pk}",
+            idempotency_key=f"release:{subject}",
             reason="Not produced: released" if amount else "Nothing produced: released",
-            job=job,
+            subject=subject,
         )
 
 
 @transaction.atomic
-def credits_release(*, job: Job, reason: str) -> None:
-    """The job failed, was cancelled or lost its worker: give its whole hold back. Idempotent.
+def credits_release(*, subject: str, reason: str) -> None:
+    """The work failed, was cancelled or lost its worker: give the whole hold back. Idempotent.
 
-    A no-op when the job has no hold or it was already captured or released.
+    A no-op when the subject has no hold or it was already captured or released.
     """
-    reserve, settled = job_hold(job)
-    if reserve is None or settled:
-        return
-    lock_job(job)
-    lock_wallet(reserve.wallet_id)
-    _, settled = job_hold(job)
-    if settled:
+    subject_check(subject)
+    reserve = _locked_open_hold(subject)
+    if reserve is None:
         return
     move(
         wallet_id=reserve.wallet_id,
@@ -122,25 +124,25 @@ def credits_release(*, job: Job, reason: str) -> None:
         amount=reserve.amount,
         available_delta=reserve.amount,
         held_delta=-reserve.amount,
-        idempotency_key=f"release:{job.pk}",
+        idempotency_key=f"release:{subject}",
         reason=reason or "Released",
-        job=job,
+        subject=subject,
     )
 
 
 @transaction.atomic
-def credits_refund_job(*, job: Job, actor, reason: str) -> LedgerEntry:
-    """Staff: give back what a finished job was charged. Once per job."""
+def credits_refund(*, subject: str, actor, reason: str) -> LedgerEntry:
+    """Staff: give back what a subject (a finished job) was charged. Once per subject."""
+    subject_check(subject)
     if not reason.strip():
         raise ValueError("A reason is required.")
-    capture = LedgerEntry.objects.filter(idempotency_key=f"capture:{job.pk}").first()
+    capture = LedgerEntry.objects.filter(subject=subject, kind=EntryKind.CAPTURE).first()
     if capture is None:
-        raise ValueError("This job was not charged: there is nothing to refund.")
-    lock_job(job)
+        raise ValueError(f"{subject} was not charged: there is nothing to refund.")
     lock_wallet(capture.wallet_id)
-    key = f"refund:{job.pk}"
-    if key_exists(key):
-        raise AlreadyRecorded("This job was refunded already.")
+    key = f"refund:{subject}"
+    if key_exists(key) or LedgerEntry.objects.filter(subject=subject, kind=EntryKind.REFUND).exists():
+        raise AlreadyRecorded(f"{subject} was refunded already.")
     return move(
         wallet_id=capture.wallet_id,
         kind=EntryKind.REFUND,
@@ -150,5 +152,5 @@ def credits_refund_job(*, job: Job, actor, reason: str) -> LedgerEntry:
         idempotency_key=key,
         actor=actor,
         reason=reason.strip(),
-        job=job,
+        subject=subject,
     )

@@ -6,9 +6,9 @@ Rules kept by every movement (see docs/billing.md):
 - the cached balances move in the same transaction as the entry, by a conditional UPDATE
   (`available = available - n WHERE available >= n`) so no interleaving can overdraw; the
   CHECK constraints on Wallet are the backstop;
-- anything that touches a job's hold first locks the job row, then the wallet row
-  (select_for_update; SQLite's IMMEDIATE transactions serialize writers anyway), so "is it
-  already captured?" and "capture it" cannot interleave;
+- holds are keyed by an opaque subject (`job:<uuid>`); anything that settles a hold locks the
+  wallet row first (select_for_update; SQLite's IMMEDIATE transactions serialize writers
+  anyway), so "is it already captured?" and "capture it" cannot interleave;
 - the live header balance is pushed after commit (billing.events).
 
 Only billing.services modules use these; everything else calls the services.
@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from billing import events
-from billing.models import LedgerEntry, Payment, Wallet
+from billing.models import EntryKind, LedgerEntry, Payment, Wallet
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -46,15 +46,6 @@ def wallet_get_or_create_for_user(*, user: AbstractBaseUser) -> Wallet:
     return wallet
 
 
-def lock_job(job) -> None:
-    """Lock the job row first, so every path takes locks in one order: job, then wallet.
-
-    (A ledger entry's foreign key to the job takes a KEY SHARE lock on it; without this order a
-    capture and a release of one job could deadlock on PostgreSQL.)
-    """
-    list(type(job)._base_manager.select_for_update().filter(pk=job.pk).values_list("pk", flat=True))
-
-
 def lock_wallet(wallet_id: int) -> Wallet:
     return Wallet.objects.select_for_update().get(pk=wallet_id)
 
@@ -69,7 +60,7 @@ def move(
     idempotency_key: str,
     actor=None,
     reason: str = "",
-    job=None,
+    subject: str = "",
     payment: Payment | None = None,
 ) -> LedgerEntry:
     """Apply one movement: conditional UPDATE of the cached balances, then the ledger entry.
@@ -106,7 +97,7 @@ def move(
                 held_after=after["held"],
                 actor=actor,
                 reason=reason[:500],
-                job=job,
+                subject=subject,
                 payment=payment,
                 idempotency_key=idempotency_key,
             )
@@ -124,10 +115,9 @@ def key_exists(key: str) -> bool:
     return LedgerEntry.objects.filter(idempotency_key=key).exists()
 
 
-def job_hold(job) -> tuple[LedgerEntry | None, bool]:
-    """(the job's reserve entry, whether its hold is already settled by a capture or release)."""
-    reserve = LedgerEntry.objects.filter(idempotency_key=f"reserve:{job.pk}").first()
-    settled = LedgerEntry.objects.filter(
-        idempotency_key__in=[f"capture:{job.pk}", f"release:{job.pk}"]
-    ).exists()
+def subject_hold(subject: str) -> tuple[LedgerEntry | None, bool]:
+    """(the subject's reserve entry, whether its hold is already settled by a capture or release)."""
+    entries = LedgerEntry.objects.filter(subject=subject)
+    reserve = entries.filter(kind=EntryKind.RESERVE).first()
+    settled = entries.filter(kind__in=[EntryKind.CAPTURE, EntryKind.RELEASE]).exists()
     return reserve, settled

@@ -15,7 +15,7 @@ from billing.services import (
     credits_adjust,
     credits_capture,
     credits_grant_signup,
-    credits_refund_job,
+    credits_refund,
     credits_reserve,
 )
 from tests.billing.support import give, make_job
@@ -130,25 +130,25 @@ def test_adjust_is_idempotent_by_key(user, staff):
 def test_refund_gives_back_what_was_captured_once(user, staff):
     give(user, 20)
     job = make_job(user, num_images=4)
-    credits_reserve(job=job, amount=16)
-    credits_capture(job=job, amount=12)
+    credits_reserve(user=job.user, subject=job.subject, amount=16)
+    credits_capture(subject=job.subject, amount=12)
     assert wallet_balance(user=user) == (8, 0)
-    entry = credits_refund_job(job=job, actor=staff, reason="Blank images")
+    entry = credits_refund(subject=job.subject, actor=staff, reason="Blank images")
     assert entry.amount == 12 and entry.actor == staff
     assert wallet_balance(user=user) == (20, 0)
     with pytest.raises(AlreadyRecorded):
-        credits_refund_job(job=job, actor=staff, reason="again")
+        credits_refund(subject=job.subject, actor=staff, reason="again")
     assert wallet_balance(user=user) == (20, 0)
 
 
 def test_refund_of_an_uncharged_job_is_refused(user, staff):
     give(user, 20)
     job = make_job(user)
-    credits_reserve(job=job, amount=4)
-    credits_capture(job=job, amount=0)
+    credits_reserve(user=job.user, subject=job.subject, amount=4)
+    credits_capture(subject=job.subject, amount=0)
     with pytest.raises(ValueError):
-        credits_refund_job(job=job, actor=staff, reason="x")
+        credits_refund(subject=job.subject, actor=staff, reason="x")
     with pytest.raises(ValueError):
-        credits_refund_job(job=make_job(user), actor=staff, reason="x")
+        credits_refund(subject=make_job(user).subject, actor=staff, reason="x")
     with pytest.raises(ValueError):
-        credits_refund_job(job=job, actor=staff, reason="")
+        credits_refund(subject=job.subject, actor=staff, reason="")

@@ -44,15 +44,15 @@ def test_each_change_sends_one_balance_update_after_commit(user, layer, django_c
     layer.sent.clear()
     job = make_job(user, num_images=2)
     with django_capture_on_commit_callbacks(execute=True):
-        credits_reserve(job=job, amount=8)
+        credits_reserve(user=job.user, subject=job.subject, amount=8)
     assert [m["html"].count(">2</span>") for _, m in layer.sent] == [1]
     layer.sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        credits_capture(job=job, amount=4)  # capture + release: two entries, two updates
+        credits_capture(subject=job.subject, amount=4)  # capture + release: two entries, two updates
     assert len(layer.sent) == 2 and ">6</span>" in layer.sent[-1][1]["html"]
     layer.sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        credits_release(job=job, reason="no-op")  # already settled: nothing happens, nothing is sent
+        credits_release(subject=job.subject, reason="no-op")  # already settled: nothing happens, nothing is sent
     assert layer.sent == []
 
 
@@ -62,7 +62,7 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(user, layer, django_cap
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         with pytest.raises(InsufficientCredits):
             with transaction.atomic():
-                credits_reserve(job=make_job(user), amount=4)
+                credits_reserve(user=user, subject=make_job(user).subject, amount=4)
     assert callbacks == [] and layer.sent == []
 
 

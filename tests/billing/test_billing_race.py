@@ -37,7 +37,7 @@ def run_race(user, *, threads: int, affordable: int) -> None:
             try:
                 with transaction.atomic():  # as generation.services.job_submit does
                     job = make_job(user)
-                    credits_reserve(job=job, amount=PRICE)
+                    credits_reserve(user=job.user, subject=job.subject, amount=PRICE)
                 outcome = "ok"
             except InsufficientCredits:
                 job, outcome = None, "insufficient"
@@ -50,9 +50,9 @@ def run_race(user, *, threads: int, affordable: int) -> None:
             if job is not None:
                 for _ in range(2):
                     if i % 2:
-                        credits_capture(job=job, amount=PRICE)
+                        credits_capture(subject=job.subject, amount=PRICE)
                     else:
-                        credits_release(job=job, reason="worker lost")
+                        credits_release(subject=job.subject, reason="worker lost")
         except Exception as exc:
             with lock:
                 errors.append(repr(exc))

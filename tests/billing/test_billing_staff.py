@@ -88,17 +88,17 @@ def test_invalid_adjustments_are_refused(client, staff, user, data):
 def test_refund_through_the_form(client, staff, user):
     give(user, 10)
     job = make_job(user)
-    credits_reserve(job=job, amount=4)
-    credits_capture(job=job, amount=4)
+    credits_reserve(user=job.user, subject=job.subject, amount=4)
+    credits_capture(subject=job.subject, amount=4)
     client.force_login(staff)
     url = reverse("billing:staff_refund")
-    response = client.post(url, {"job_id": str(job.pk), "reason": "Bad output", "user_id": user.pk})
+    response = client.post(url, {"subject": job.subject, "reason": "Bad output", "user_id": user.pk})
     assert response.status_code == 302
     assert wallet_balance(user=user) == (10, 0)
-    response = client.post(url, {"job_id": str(job.pk), "reason": "again", "user_id": user.pk})
+    response = client.post(url, {"subject": job.subject, "reason": "again", "user_id": user.pk})
     assert response.status_code == 400
     assert wallet_balance(user=user) == (10, 0)
-    response = client.post(url, {"job_id": str(uuid.uuid4()), "reason": "x"})
+    response = client.post(url, {"subject": f"job:{uuid.uuid4()}", "reason": "x"})
     assert response.status_code == 302  # unknown job, no user: back to search with a message
 
 
@@ -106,8 +106,8 @@ def test_usage_page_has_inline_svg_and_top_spenders(client, staff, make_user):
     spender = make_user(email="spender@example.com")
     give(spender, 100)
     job = make_job(spender)
-    credits_reserve(job=job, amount=8)
-    credits_capture(job=job, amount=8)
+    credits_reserve(user=job.user, subject=job.subject, amount=8)
+    credits_capture(subject=job.subject, amount=8)
     client.force_login(staff)
     html = client.get(reverse("billing:staff_usage")).content.decode()
     assert "<svg" in html and "<rect" in html and "spender@example.com" in html

@@ -34,7 +34,7 @@ from billing.services import (
     credits_adjust,
     credits_capture,
     credits_grant_signup,
-    credits_refund_job,
+    credits_refund,
     credits_release,
     credits_reserve,
     stripe_webhook_receive,
@@ -156,7 +156,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def submit_job(self, amount):
         job = make_job(self.user)
         try:
-            credits_reserve(job=job, amount=amount)
+            credits_reserve(user=job.user, subject=job.subject, amount=amount)
         except InsufficientCredits:
             assert amount > self.available
             return job  # a job with no hold (in real life it would not exist); its settlement is a no-op
@@ -171,7 +171,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def job_succeeds(self, job, share):
         reserved = self.open_holds.get(job.pk)
         amount = int(reserved * share) if reserved else 0
-        credits_capture(job=job, amount=amount)
+        credits_capture(subject=job.subject, amount=amount)
         if reserved is not None:
             del self.open_holds[job.pk]
             self.held -= reserved
@@ -181,7 +181,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(job=jobs)
     def job_fails(self, job):
-        credits_release(job=job, reason="failed")
+        credits_release(subject=job.subject, reason="failed")
         reserved = self.open_holds.pop(job.pk, None)
         if reserved is not None:
             self.held -= reserved
@@ -192,13 +192,13 @@ class LedgerMachine(RuleBasedStateMachine):
         """A redelivered task settles again: capture and release are no-ops once settled."""
         if job.pk in self.open_holds:
             return
-        credits_capture(job=job, amount=0)
-        credits_release(job=job, reason="redelivered")
+        credits_capture(subject=job.subject, amount=0)
+        credits_release(subject=job.subject, reason="redelivered")
 
     @rule(job=jobs)
     def staff_refunds(self, job):
         try:
-            credits_refund_job(job=job, actor=self.staff, reason="hyp refund")
+            credits_refund(subject=job.subject, actor=self.staff, reason="hyp refund")
         except (ValueError, AlreadyRecorded):
             assert not self.charged.get(job.pk) or job.pk in self.refunded
             return
@@ -230,7 +230,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def at_most_one_of_each(self):
         entries = LedgerEntry.objects.filter(wallet_id=self.wallet.pk)
-        per_job = entries.filter(kind__in=["capture", "release"], job__isnull=False).values("job_id", "kind").annotate(n=Count("id"))
+        per_job = entries.filter(kind__in=["capture", "release"]).exclude(subject="").values("subject", "kind").annotate(n=Count("id"))
         assert all(row["n"] == 1 for row in per_job)
         purchases = entries.filter(kind="purchase").values("payment_id").annotate(n=Count("id"))
         assert all(row["n"] == 1 for row in purchases)

@@ -1,4 +1,4 @@
-"""Pages: credits, packs, test purchases, the live quote, and the header fragment."""
+"""Pages: credits, packs, test purchases, and the header fragment."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from billing.models import CreditPack, LedgerEntry, Payment
 from billing.selectors import wallet_balance
-from billing.services import credits_capture, credits_reserve, job_price
+from billing.services import credits_capture, credits_reserve
 from tests.billing.support import give, make_job
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def pack(db):
 
 
 def test_pages_need_login(client):
-    for name in ("billing:credits", "billing:packs", "billing:quote"):
+    for name in ("billing:credits", "billing:packs"):
         response = client.get(reverse(name))
         assert response.status_code == 302, name
 
@@ -27,10 +27,10 @@ def test_pages_need_login(client):
 def test_credits_page_shows_balance_holds_history_and_purchases(client, user):
     give(user, 50)
     running = make_job(user)
-    credits_reserve(job=running, amount=4)
+    credits_reserve(user=running.user, subject=running.subject, amount=4)
     done = make_job(user)
-    credits_reserve(job=done, amount=4)
-    credits_capture(job=done, amount=4)
+    credits_reserve(user=done.user, subject=done.subject, amount=4)
+    credits_capture(subject=done.subject, amount=4)
     client.force_login(user)
     response = client.get(reverse("billing:credits"))
     assert response.status_code == 200
@@ -132,56 +132,6 @@ def test_test_purchase_needs_post(client, user, pack, settings):
     assert client.get(reverse("billing:test_purchase", args=[pack.pk])).status_code == 405
 
 
-@pytest.mark.parametrize(
-    "params,expected",
-    [
-        ({"width": 512, "height": 512, "steps": 30, "num_images": 1}, "4 credits"),
-        ({"width": 512, "height": 512, "steps": 30, "num_images": 4}, "16 credits"),
-        ({"width": 1024, "height": 1024, "steps": 30, "num_images": 1, "aspect": "16:9"}, "16 credits"),
-    ],
-)
-def test_quote(client, user, params, expected):
-    give(user, 10)
-    client.force_login(user)
-    response = client.get(reverse("billing:quote"), params)
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert expected in html and "(you have 10)" in html and 'id="cost-quote"' in html
-
-
-def test_quote_from_aspect_uses_the_create_forms_size(client, user):
-    from billing.views import _size_from_aspect
-
-    width, height, model_name = _size_from_aspect("3:2")
-    expected = job_price(width=width, height=height, steps=30, num_images=2, model_name=model_name)
-    client.force_login(user)
-    html = client.get(
-        reverse("billing:quote"), {"width": "", "height": "", "aspect": "3:2", "steps": 30, "num_images": 2}
-    ).content.decode()
-    assert f'data-cost="{expected}"' in html
-    assert width > height
-
-
-def test_quote_unaffordable_links_to_packs(client, user):
-    give(user, 3)
-    client.force_login(user)
-    html = client.get(reverse("billing:quote"), {"width": 512, "height": 512, "steps": 30, "num_images": 1}).content.decode()
-    assert "Not enough credits" in html and reverse("billing:packs") in html
-
-
-@pytest.mark.parametrize(
-    "params",
-    [{}, {"steps": "x"}, {"width": -5, "height": 512, "steps": 30, "num_images": 1},
-     {"width": 512, "height": 512, "steps": 30, "num_images": 99}, {"aspect": "7:1", "steps": 30, "num_images": 1},
-     {"width": "1e9", "height": "512", "steps": "30", "num_images": "1"}],
-)
-def test_quote_bad_params_are_neutral(client, user, params):
-    client.force_login(user)
-    response = client.get(reverse("billing:quote"), params)
-    assert response.status_code == 200
-    assert "Cost: —" in response.content.decode()
-
-
 def test_checkout_return_proves_nothing(client, user):
     client.force_login(user)
     response = client.get(reverse("billing:checkout_return"), {"session_id": "cs_test_forged"})
@@ -230,22 +180,12 @@ def test_checkout_when_stripe_fails(client, user, pack, settings, monkeypatch):
     assert response.status_code == 302 and response.url == reverse("billing:packs")
 
 
-def test_quote_sizes_an_aspect_ratio_as_the_create_form_does():
-    from billing.views import _size_from_aspect
-    from generation.selectors import model_info
-
-    info = model_info()
-    assert _size_from_aspect("1:1") == (info.native_width, info.native_height, info.name)
-    wide_width, wide_height, _ = _size_from_aspect("16:9")
-    assert wide_height == info.native_height and wide_width > wide_height
-
-
-def test_job_charge(user):
-    from billing.selectors import job_charge
+def test_subject_charge(user):
+    from billing.selectors import subject_charge
 
     give(user, 20)
     job = make_job(user, num_images=4)
-    credits_reserve(job=job, amount=16)
-    assert job_charge(job=job) == {"reserved": 16, "captured": 0, "released": 0, "refunded": 0, "on_hold": 16, "spent": 0}
-    credits_capture(job=job, amount=12)
-    assert job_charge(job=job) == {"reserved": 16, "captured": 12, "released": 4, "refunded": 0, "on_hold": 0, "spent": 12}
+    credits_reserve(user=job.user, subject=job.subject, amount=16)
+    assert subject_charge(subject=job.subject) == {"reserved": 16, "captured": 0, "released": 0, "refunded": 0, "on_hold": 16, "spent": 0}
+    credits_capture(subject=job.subject, amount=12)
+    assert subject_charge(subject=job.subject) == {"reserved": 16, "captured": 12, "released": 4, "refunded": 0, "on_hold": 0, "spent": 12}

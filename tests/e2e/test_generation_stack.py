@@ -140,7 +140,7 @@ def test_a_job_whose_wake_up_message_was_lost_still_runs(live_stack, web_user_fa
     warm_up = submit(web_user, steps="4")  # the worker is up and has drained its start-up wake-up
     wait_for(lambda: job_in_state(warm_up, JobState.SUCCEEDED), 60, "a first job")
     time.sleep(2)  # ...and its claim loop has looked for more work and gone idle
-    with mock.patch.object(services, "_wake_workers"):  # the message is lost; the job is committed
+    with mock.patch.object(services.wakeup, "wake_workers"):  # the message is lost; the job is committed
         job = services.job_submit(user=user, prompt="a lost message", negative_prompt="", width=64, height=64,
                                   steps=4, guidance_scale=7.0, sampler="euler", seed=1, num_images=1)
     wait_for(lambda: job_in_state(job, JobState.SUCCEEDED, JobState.FAILED), 60, "the sweep to wake a worker")

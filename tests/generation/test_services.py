@@ -200,10 +200,10 @@ def test_sweep_leaves_live_leases_alone():
 def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatch):
     """Unit level (the wake-up message is recorded, not sent); the live stack test
     test_a_job_whose_wake_up_message_was_lost_still_runs covers the real broker and beat."""
-    from generation import tasks
+    from celery import current_app
 
     wakes = []
-    monkeypatch.setattr(tasks.process_queue, "delay", lambda: wakes.append(1))
+    monkeypatch.setattr(current_app, "send_task", lambda name, *a, **kw: wakes.append(name))
     user = make_user(credits=50)
     submit_job(user)
     submit_job(user)
@@ -215,7 +215,7 @@ def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatc
     assert wakes == []
     Job.objects.filter(state=JobState.RUNNING).update(state=JobState.SUCCEEDED)
     assert services.jobs_wake_if_stranded() is True
-    assert wakes == [1]
+    assert wakes == ["generation.tasks.process_queue"]
 
 
 def test_job_params_roundtrip_to_engine_request():
@@ -223,3 +223,146 @@ def test_job_params_roundtrip_to_engine_request():
     job = submit_job(user, **job_params(prompt="a blue star", seed=7, num_images=3))
     request = job.generation_request()
     assert (request.prompt, request.seed, request.num_images, request.width) == ("a blue star", 7, 3, 64)
+
+
+def test_wake_ups_go_by_task_name_to_the_gpu_queue(settings):
+    """services never import tasks: the name they send must be the task's, routed to `gpu`."""
+    from generation.services.wakeup import PROCESS_QUEUE_TASK
+    from generation.tasks import process_queue
+
+    assert process_queue.name == PROCESS_QUEUE_TASK
+    assert settings.CELERY_TASK_ROUTES[PROCESS_QUEUE_TASK] == {"queue": "gpu"}
+
+
+# --- Charging what was quoted (#8 item 9) ---------------------------------------------------------
+
+
+def set_reference_credits(credits: int) -> None:
+    from billing.models import PriceSettings
+
+    prices = PriceSettings.load()
+    prices.reference_credits = credits
+    prices.save()
+
+
+@pytest.mark.parametrize("new_price", [40, 1])
+def test_a_price_change_after_submit_does_not_change_the_charge(new_price):
+    user = make_user(credits=100)
+    job = submit_job(user, width=512, height=512, steps=30, num_images=2)
+    assert job.cost == 8
+    set_reference_credits(new_price)  # staff edit the prices while the job waits
+    lease = services.job_claim_next(worker_id="w1")
+    services.job_succeed(lease=lease, images=[stored(0), stored(1)], engine_seconds=1.0)
+    assert wallet_balance(user=user) == (100 - 8, 0)
+
+
+def test_a_partial_result_is_charged_pro_rata_of_the_quote_rounded_down():
+    user = make_user(credits=100)
+    job = submit_job(user, width=512, height=512, steps=31, num_images=3)  # 4 * 31/30 * 3 = 12.4 -> 13
+    assert job.cost == 13
+    set_reference_credits(400)
+    lease = services.job_claim_next(worker_id="w1")
+    services.job_succeed(lease=lease, images=[stored(0), stored(1)], engine_seconds=1.0)
+    assert wallet_balance(user=user) == (100 - 8, 0)  # 13 * 2/3 = 8.67 -> 8, in the user's favour
+    from billing.selectors import subject_charge
+
+    assert subject_charge(subject=job.billing_subject)["captured"] == 8
+
+
+# --- Deleting jobs (#8 item 22) -------------------------------------------------------------------
+
+
+def test_a_queued_or_running_job_is_not_deleted_and_keeps_its_hold():
+    user = make_user(credits=50)
+    queued, running = submit_job(user), submit_job(user)
+    services.job_claim_next(worker_id="w1")
+    for job in (queued, running):
+        with pytest.raises(services.JobNotDeletable):
+            services.job_delete(job=job)
+        with pytest.raises(services.JobNotDeletable):
+            Job.objects.get(pk=job.pk).delete()
+    with pytest.raises(services.JobNotDeletable):
+        Job.objects.filter(user=user).delete()
+    assert Job.objects.filter(user=user).count() == 2
+    assert wallet_balance(user=user) == (50 - queued.cost - running.cost, queued.cost + running.cost)
+
+
+def test_a_finished_job_with_an_unsettled_hold_is_not_deleted():
+    from billing.services import credits_reserve
+
+    user = make_user(credits=50)
+    job = submit_job(user)
+    Job.objects.filter(pk=job.pk).update(state=JobState.FAILED)  # finished behind the services' back
+    with pytest.raises(services.JobNotDeletable, match="on hold"):
+        services.job_delete(job=job)
+    credits_reserve(user=user, subject=job.billing_subject, amount=job.cost)  # idempotent: still one hold
+    assert Job.objects.filter(pk=job.pk).exists()
+
+
+def test_a_finished_job_is_deleted_with_its_images_and_files(tmp_path, settings):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    user = make_user(credits=50)
+    job = submit_job(user)
+    lease = services.job_claim_next(worker_id="w1")
+    png = default_storage.save(f"images/test/{job.pk}.png", ContentFile(b"png"))
+    thumb = default_storage.save(f"images/test/{job.pk}.webp", ContentFile(b"webp"))
+    image = services.StoredImage(index=0, seed=1, width=64, height=64, file_name=png, thumbnail_name=thumb, infotext="x")
+    services.job_succeed(lease=lease, images=[image], engine_seconds=1)
+    services.job_delete(job=job)
+    assert not Job.objects.filter(pk=job.pk).exists() and not Image.objects.filter(job_id=job.pk).exists()
+    assert not default_storage.exists(png) and not default_storage.exists(thumb)
+    assert wallet_balance(user=user) == (50 - job.cost, 0)  # the ledger keeps the history
+
+
+def test_the_admin_refuses_to_delete_a_job_that_holds_credits(client):
+    from django.urls import reverse
+
+    admin = make_user(staff=True)
+    admin.is_superuser = True
+    admin.save()
+    user = make_user(credits=50)
+    running, done = submit_job(user), submit_job(user)
+    services.job_claim_next(worker_id="w1")  # claims `running` (the older one)
+    Job.objects.filter(pk=done.pk).update(state=JobState.QUEUED)
+    done = services.job_cancel(job=done)
+    client.force_login(admin)
+    assert client.get(reverse("admin:generation_job_delete", args=[running.pk])).status_code == 403
+    assert client.post(reverse("admin:generation_job_delete", args=[running.pk]), {"post": "yes"}).status_code == 403
+    changelist = reverse("admin:generation_job_changelist")
+    both = {"action": "delete_selected", "_selected_action": [str(running.pk), str(done.pk)], "post": "yes"}
+    assert client.post(changelist, both).status_code == 403  # Django refuses the whole bulk delete
+    assert Job.objects.count() == 2
+    client.post(changelist, {**both, "_selected_action": [str(done.pk)]})
+    assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
+    assert wallet_balance(user=user) == (50 - running.cost, running.cost)
+    assert client.post(reverse("admin:generation_job_delete", args=[running.pk]), {"post": "yes"}).status_code == 403
+
+
+def test_billing_check_reports_holds_of_jobs_that_are_final_or_gone():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    user = make_user(credits=50)
+    running, finished, gone = submit_job(user), submit_job(user), submit_job(user)
+    call_command("billing_check", stdout=StringIO())  # all three are live
+    # Behind the services' back, as an admin delete or a buggy script would do it.
+    Job.objects.filter(pk__in=[finished.pk, gone.pk]).update(state=JobState.SUCCEEDED)
+    Job.objects.filter(pk=gone.pk).delete()
+    err = StringIO()
+    with pytest.raises(CommandError, match="2 stale hold"):
+        call_command("billing_check", stdout=StringIO(), stderr=err)
+    assert finished.billing_subject in err.getvalue() and gone.billing_subject in err.getvalue()
+    assert running.billing_subject not in err.getvalue()
+
+
+def test_pages_of_billing_link_a_jobs_hold_to_the_job(client):
+    from django.urls import reverse
+
+    user = make_user(credits=50)
+    job = submit_job(user)
+    client.force_login(user)
+    html = client.get(reverse("billing:credits")).content.decode()
+    assert f'href="{reverse("generation:job_detail", args=[job.pk])}"' in html

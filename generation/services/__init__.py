@@ -1,0 +1,48 @@
+"""Every change to a Job goes through here, with its credits and its real-time event.
+
+The Job table is the queue of record. A worker holds a lease on a running job (owner, expiry,
+attempt); every write a worker makes is fenced by that lease, so a worker that was presumed dead
+and comes back can never finish a job a second time.
+
+    jobs.py     submit, cancel, delete (web side); what a job costs
+    queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
+    sweeps.py   expired leases and stranded queues (beat)
+    wakeup.py   the "there is work" message, sent by task name (services never import tasks)
+
+Callers use the package: `from generation import services; services.job_submit(...)`.
+"""
+
+from generation.models import JobNotDeletable
+from generation.services.jobs import TooManyActiveJobs, job_cancel, job_cost, job_delete, job_submit
+from generation.services.queue import (
+    Lease,
+    LeaseLost,
+    StoredImage,
+    job_claim_next,
+    job_fail,
+    job_heartbeat,
+    job_mark_cancelled,
+    job_succeed,
+)
+from generation.services.sweeps import jobs_sweep_expired, jobs_wake_if_stranded
+from generation.services.wakeup import wake_workers
+
+__all__ = [
+    "JobNotDeletable",
+    "Lease",
+    "LeaseLost",
+    "StoredImage",
+    "TooManyActiveJobs",
+    "job_cancel",
+    "job_claim_next",
+    "job_cost",
+    "job_delete",
+    "job_fail",
+    "job_heartbeat",
+    "job_mark_cancelled",
+    "job_submit",
+    "job_succeed",
+    "jobs_sweep_expired",
+    "jobs_wake_if_stranded",
+    "wake_workers",
+]

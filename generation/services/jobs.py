@@ -1,0 +1,109 @@
+"""Submitting, cancelling and deleting jobs (web side), and what a job costs."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from billing import selectors as billing_selectors
+from billing import services as billing
+from generation import events
+from generation.models import Job, JobNotDeletable, JobState
+from generation.selectors import model_info
+from generation.services import wakeup
+
+logger = logging.getLogger(__name__)
+
+
+class TooManyActiveJobs(Exception):
+    pass
+
+
+def job_cost(*, width: int, height: int, steps: int, num_images: int) -> int:
+    """Credits for a Create request on the model that serves now (billing prices plain numbers)."""
+    return billing.job_price(
+        width=width, height=height, steps=steps, num_images=num_images, model_name=model_info().name
+    )
+
+
+def _lock_user_for_submit(user) -> None:
+    """Serialise one user's submits, so "count active jobs" and "insert one" cannot interleave.
+
+    FOR NO KEY UPDATE on the user row (PostgreSQL): it queues a second submit of the same user
+    until this transaction ends, yet does not block inserts that merely reference the user (their
+    foreign keys take KEY SHARE). SQLite's IMMEDIATE transactions serialise all writers anyway.
+    """
+    list(get_user_model()._base_manager.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk"))
+
+
+@transaction.atomic
+def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
+               guidance_scale: float, sampler: str, seed: int, num_images: int) -> Job:
+    """Create a QUEUED job and reserve its credits in one transaction; wake a worker on commit.
+
+    Raises billing.InsufficientCredits or TooManyActiveJobs, in which case nothing is written.
+    """
+    _lock_user_for_submit(user)
+    active = Job.objects.filter(user=user).active().count()
+    if active >= settings.STUDIO_MAX_ACTIVE_JOBS_PER_USER:
+        raise TooManyActiveJobs(
+            f"You already have {active} jobs waiting or running; wait for one to finish or cancel one."
+        )
+    info = model_info()
+    cost = billing.job_price(width=width, height=height, steps=steps, num_images=num_images, model_name=info.name)
+    job = Job.objects.create(
+        user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
+        guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
+        model_name=info.name, model_hash=info.hash, cost=cost,
+    )
+    billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost)
+    events.job_state_changed(job)
+    transaction.on_commit(wakeup.wake_workers)
+    return job
+
+
+@transaction.atomic
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a queued job at once; ask the worker of a running one to stop at its next step."""
+    if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+        state=JobState.CANCELLED, finished_at=timezone.now(), error="Cancelled before it started."
+    ):
+        job.refresh_from_db()
+        billing.credits_release(subject=job.billing_subject, reason="Job cancelled")
+        events.job_state_changed(job)
+    elif Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested=True):
+        job.refresh_from_db()
+        events.job_state_changed(job)
+    else:
+        job.refresh_from_db()
+    return job
+
+
+@transaction.atomic
+def job_delete(*, job: Job) -> None:
+    """Delete a finished job, its images and their files. A job whose credits are still held
+    (queued, running, or a hold not yet settled) raises JobNotDeletable: deleting it would strand
+    the credits."""
+    locked = Job.objects.select_for_update().filter(pk=job.pk).first()
+    if locked is None:
+        return
+    if locked.is_active:
+        raise JobNotDeletable(f"This job is {locked.get_state_display().lower()}: cancel it first.")
+    if billing_selectors.subject_has_open_hold(subject=locked.billing_subject):
+        raise JobNotDeletable("This job still has credits on hold; run `manage.py billing_check`.")
+    files = [name for image in locked.images.all() for name in (image.file.name, image.thumbnail.name) if name]
+    locked.delete()
+    transaction.on_commit(lambda: _delete_files(files))
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # a missing file or a storage hiccup leaves an orphan file, never a 500
+            logger.warning("Could not delete %s", name, exc_info=True)

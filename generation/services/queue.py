@@ -1,0 +1,153 @@
+"""Claiming and running jobs (worker side). Every write is fenced by the worker's lease."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from billing import services as billing
+from generation import events
+from generation.models import Image, Job, JobState
+
+
+class LeaseLost(Exception):
+    """The worker no longer owns the job: it was swept, or finished by another attempt."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: object
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    index: int
+    seed: int
+    width: int
+    height: int
+    file_name: str
+    thumbnail_name: str
+    infotext: str
+
+
+def lease_expiry():
+    return timezone.now() + timedelta(seconds=settings.STUDIO_JOB_LEASE_SECONDS)
+
+
+def _next_candidate() -> Job | None:
+    """Fair share: the user with the fewest running jobs, then the one served longest ago."""
+    running = (
+        Job.objects.filter(user=OuterRef("user"), state=JobState.RUNNING)
+        .values("user").annotate(n=Count("pk")).values("n")
+    )
+    last_started = (
+        Job.objects.filter(user=OuterRef("user"), started_at__isnull=False)
+        .order_by("-started_at").values("started_at")[:1]
+    )
+    return (
+        Job.objects.filter(state=JobState.QUEUED)
+        .annotate(user_running=Coalesce(Subquery(running), 0), user_last_started=Subquery(last_started))
+        .order_by("user_running", F("user_last_started").asc(nulls_first=True), "created_at")
+        .only("pk")
+        .first()
+    )
+
+
+def job_claim_next(*, worker_id: str) -> Lease | None:
+    """Take the next queued job for this worker, or None when the queue is empty.
+
+    The claim is a conditional UPDATE (state must still be QUEUED), so two workers racing for the
+    same job cannot both win, on SQLite or PostgreSQL, without row locks.
+    """
+    for _ in range(10):
+        candidate = _next_candidate()
+        if candidate is None:
+            return None
+        with transaction.atomic():
+            now = timezone.now()
+            claimed = Job.objects.filter(pk=candidate.pk, state=JobState.QUEUED).update(
+                state=JobState.RUNNING, lease_owner=worker_id, lease_expires_at=lease_expiry(),
+                attempts=F("attempts") + 1, started_at=now, progress_step=0,
+            )
+            if not claimed:
+                continue  # someone else took it or it was cancelled; look again
+            job = Job.objects.get(pk=candidate.pk)
+            events.job_state_changed(job)
+            return Lease(job_id=job.pk, worker_id=worker_id, attempt=job.attempts)
+    return None
+
+
+def _leased(lease: Lease):
+    return Job.objects.filter(
+        pk=lease.job_id, state=JobState.RUNNING, lease_owner=lease.worker_id, attempts=lease.attempt
+    )
+
+
+def job_heartbeat(*, lease: Lease, progress_step: int) -> bool:
+    """Extend the lease and record progress. Returns True if the user asked to cancel."""
+    if not _leased(lease).update(lease_expires_at=lease_expiry(), progress_step=progress_step):
+        raise LeaseLost(f"Job {lease.job_id} is no longer leased to {lease.worker_id}")
+    return Job.objects.filter(pk=lease.job_id).values_list("cancel_requested", flat=True).get()
+
+
+def _locked_leased_job(lease: Lease) -> Job:
+    job = _leased(lease).select_for_update().first()
+    if job is None:
+        raise LeaseLost(f"Job {lease.job_id} is no longer leased to {lease.worker_id}")
+    return job
+
+
+def finish(job: Job, *, state: str, error: str = "", **fields) -> None:
+    Job.objects.filter(pk=job.pk).update(
+        state=state, error=error, finished_at=timezone.now(), lease_owner="", lease_expires_at=None, **fields
+    )
+    job.refresh_from_db()
+    events.job_state_changed(job)
+
+
+def charge_for_produced(job: Job, produced: int) -> int:
+    """What a job is charged: its quoted and reserved cost, pro rata for the images produced,
+    rounded down (in the user's favour). Never today's prices: those may have changed since."""
+    produced = max(0, min(produced, job.num_images))
+    return job.cost * produced // job.num_images
+
+
+@transaction.atomic
+def job_succeed(*, lease: Lease, images: list[StoredImage], engine_seconds: float) -> Job:
+    """Record the images, capture the credits for what was produced, mark SUCCEEDED."""
+    job = _locked_leased_job(lease)
+    Image.objects.bulk_create(
+        Image(
+            job=job, owner_id=job.user_id, index=image.index, seed=image.seed, width=image.width,
+            height=image.height, file=image.file_name, thumbnail=image.thumbnail_name, infotext=image.infotext,
+        )
+        for image in images
+    )
+    billing.credits_capture(subject=job.billing_subject, amount=charge_for_produced(job, len(images)))
+    finish(job, state=JobState.SUCCEEDED, progress_step=job.steps, engine_seconds=engine_seconds)
+    return job
+
+
+@transaction.atomic
+def job_fail(*, lease: Lease, reason: str) -> Job:
+    job = _locked_leased_job(lease)
+    billing.credits_release(subject=job.billing_subject, reason=f"Job failed: {reason}"[:200])
+    finish(job, state=JobState.FAILED, error=reason)
+    return job
+
+
+@transaction.atomic
+def job_mark_cancelled(*, lease: Lease) -> Job:
+    """The worker stopped the pipeline because the user asked to cancel."""
+    job = _locked_leased_job(lease)
+    billing.credits_release(subject=job.billing_subject, reason="Job cancelled")
+    finish(job, state=JobState.CANCELLED, error="Cancelled while running.")
+    return job
