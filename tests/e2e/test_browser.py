@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
+from django.template.loader import render_to_string
 from PIL import Image as PILImage
 
 from billing.selectors import wallet_balance
@@ -351,13 +352,22 @@ def test_cancel_a_running_job_from_the_panel(signed_in, shots):
         cost = Job.objects.get(pk=job_id).cost
     wait_balance(page, 200 - cost)  # held while it runs
     shots(page, "1-running")
+    # A render from the database (what a socket gets when it connects, or the job's state changes) can
+    # be behind the socket's steps: progress is saved every 0.5 s. It must not move the counter back.
+    stale = render_to_string("generation/_progress_oob.html", {
+        "job_id": job_id, "step": 0, "total_steps": 150, "elapsed": 0.0, "eta": None, "preview": None})
+    page.evaluate("html => htmx.swap(document.body, html, {swapStyle: 'none'})", stale)
+    page.evaluate("id => { window.__panelBeforeCancel = document.getElementById('job-' + id); }", job_id)
     panel.locator("[data-cancel]").click()
     wait_state(page, job_id, "cancelled", timeout=30_000)
-    # The step shown never went backwards (it once showed "Step 0" after Cancel: the panel was redrawn
-    # from saved progress, which lags), and the job's socket stayed open until the final state came.
+    # The step shown never went backwards (Cancel once redrew the whole panel from saved progress:
+    # "Step 2 of 150" -> "Step 0" -> "Step 3"), and the panel with its socket stayed: the socket
+    # brought the final state (swapping the panel closed the socket while a message was on its way).
     page.wait_for_timeout(300)
     shown = page.evaluate("() => { clearInterval(window.__sampleSteps); return window.__shownSteps; }")
     assert len(shown) >= 2 and shown == sorted(shown), f"the step counter went backwards: {shown}"
+    assert page.evaluate("id => document.getElementById('job-' + id) === window.__panelBeforeCancel", job_id), \
+        "Cancel replaced the job's panel (and closed its websocket)"
     closes = [e for e in page.evaluate("() => window.__events") if e.startswith(f"htmx:wsClose job-{job_id}")]
     assert not closes, closes
     badge = panel.locator("[data-state]")
