@@ -114,3 +114,11 @@ def test_accounts_made_without_the_sign_up_form_keep_their_free_credits():
 ])
 def test_mailbox(email, mailbox):
     assert email_mailbox(email) == mailbox
+
+
+def test_sign_up_form_posts_are_rate_limited_with_a_429(client):
+    """Ten posts a minute per address (typos included), then a plain 429 page, not a 500."""
+    bad = {"email": "someone@example.com", "password1": PASSWORD, "password2": "another-pw-42"}
+    statuses = [client.post(SIGNUP, bad, REMOTE_ADDR="198.51.100.9").status_code for _ in range(11)]
+    assert statuses == [200] * 10 + [429]
+    assert client.post(SIGNUP, bad, REMOTE_ADDR="198.51.100.10").status_code == 200
