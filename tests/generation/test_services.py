@@ -366,3 +366,24 @@ def test_pages_of_billing_link_a_jobs_hold_to_the_job(client):
     client.force_login(user)
     html = client.get(reverse("billing:credits")).content.decode()
     assert f'href="{reverse("generation:job_detail", args=[job.pk])}"' in html
+
+
+def test_the_admins_bulk_delete_keeps_jobs_that_became_active_meanwhile(rf):
+    """Django refuses a bulk delete that includes an active job; if one turns active between the
+    confirmation and the delete, delete_queryset still keeps it (through services.job_delete)."""
+    from django.contrib import admin as django_admin
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    from generation.admin import JobAdmin
+
+    user = make_user(credits=50)
+    running, done = submit_job(user), submit_job(user)
+    services.job_claim_next(worker_id="w1")
+    services.job_cancel(job=done)
+    request = rf.post("/")
+    request.user = make_user(staff=True)
+    request.session = {}
+    request._messages = FallbackStorage(request)
+    JobAdmin(Job, django_admin.site).delete_queryset(request, Job.objects.filter(user=user))
+    assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
+    assert [str(m) for m in request._messages] == ["1 job(s) kept: they still hold credits (queued, running or on hold)."]
