@@ -89,6 +89,14 @@ def queue_position(job: Job) -> int | None:
     return ahead + 1
 
 
+def lease_owners_running(*, prefix: str) -> list[str]:
+    """The workers whose id starts with `prefix` and that hold the lease of a running job."""
+    return list(
+        Job.objects.filter(state=JobState.RUNNING, lease_owner__startswith=prefix)
+        .order_by().values_list("lease_owner", flat=True).distinct()
+    )
+
+
 def job_context(job: Job) -> dict:
     """What every rendering of a job needs (page, fragment, websocket message)."""
     images = sorted(job.images.all(), key=lambda image: image.index)

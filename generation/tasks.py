@@ -22,7 +22,11 @@ def sweep_expired_jobs() -> dict:
 
 @worker_ready.connect
 def drain_queue_on_start(sender=None, **kwargs) -> None:
-    """Jobs queued while no worker was up (or whose wake-up message was lost) start now."""
+    """Jobs queued while no worker was up (or whose wake-up message was lost) start now, and so do
+    jobs whose worker died on this host (a crash the supervisor restarted us after)."""
     queues = {queue.name for queue in sender.app.amqp.queues.consume_from.values()} if sender else set()
     if "gpu" in queues:
+        from generation.worker import recover_jobs_of_dead_workers
+
+        recover_jobs_of_dead_workers()
         process_queue.delay()

@@ -20,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
-from generation import events, services
+from generation import events, selectors, services
 from generation.engine.contracts import GeneratedImage
 from generation.models import Job
 from generation.selectors import model_path
@@ -32,7 +32,41 @@ THUMBNAIL_SIZE = 256
 
 @lru_cache(maxsize=1)
 def worker_id() -> str:
+    """host:pid:nonce. The pid lets a worker restarted on the same host tell its dead predecessors."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def dead_workers_on_this_host() -> list[str]:
+    """Lease owners of this host whose process is gone (or is this very process under an older id,
+    as after a restart in a container where the worker is always pid 1)."""
+    me = worker_id()
+    dead = []
+    for owner in selectors.lease_owners_running(prefix=f"{socket.gethostname()}:"):
+        try:
+            pid = int(owner.split(":")[1])
+        except (IndexError, ValueError):
+            continue  # not an id this code wrote; its lease will expire
+        if owner != me and (pid == os.getpid() or not _process_exists(pid)):
+            dead.append(owner)
+    return dead
+
+
+def recover_jobs_of_dead_workers() -> dict[str, int]:
+    """At start-up: jobs whose worker died on this host run again now, not after their lease."""
+    dead = dead_workers_on_this_host()
+    if dead:
+        logger.warning("Workers %s on this host are gone; taking back their jobs", ", ".join(dead))
+    return services.jobs_release_leases_of(owners=dead)
 
 
 @lru_cache(maxsize=1)

@@ -78,16 +78,16 @@ class Supervisor:
         return child
 
     def spawn(self, child: Child) -> None:
-        child.process = subprocess.Popen(
+        process = subprocess.Popen(
             child.command, cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children in order
         )
-        child.started_at, child.restart_at = time.monotonic(), None
         child.starts += 1
-        child.reader = threading.Thread(target=self.pump, args=(child, child.process), daemon=True)
-        child.reader.start()
         verb = "started" if child.starts == 1 else "restarted"
-        self.say("studio", RESET, f"{verb} {child.name} (pid {child.process.pid}): {' '.join(child.command)}")
+        self.say("studio", RESET, f"{verb} {child.name} (pid {process.pid}): {' '.join(child.command)}")
+        child.process, child.started_at, child.restart_at = process, time.monotonic(), None
+        child.reader = threading.Thread(target=self.pump, args=(child, process), daemon=True)
+        child.reader.start()
 
     def pump(self, child: Child, process: subprocess.Popen) -> None:
         for line in process.stdout:

@@ -7,6 +7,7 @@ and comes back can never finish a job a second time.
     jobs.py     submit, cancel, delete (web side); what a job costs
     queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
     sweeps.py   expired leases and stranded queues (beat)
+    recovery.py leases of workers known to be dead (a worker restarted on their host)
     wakeup.py   the "there is work" message, sent by task name (services never import tasks)
 
 Callers use the package: `from generation import services; services.job_submit(...)`.
@@ -24,6 +25,7 @@ from generation.services.queue import (
     job_mark_cancelled,
     job_succeed,
 )
+from generation.services.recovery import jobs_release_leases_of
 from generation.services.sweeps import jobs_sweep_expired, jobs_wake_if_stranded
 from generation.services.wakeup import wake_workers
 
@@ -42,6 +44,7 @@ __all__ = [
     "job_mark_cancelled",
     "job_submit",
     "job_succeed",
+    "jobs_release_leases_of",
     "jobs_sweep_expired",
     "jobs_wake_if_stranded",
     "wake_workers",
