@@ -63,7 +63,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
     )
     billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost)
     events.job_state_changed(job)
-    transaction.on_commit(wakeup.wake_workers)
+    transaction.on_commit(wakeup.wake_workers_in_background)
     return job
 
 

@@ -7,6 +7,7 @@ imports services): no import circle, and the web process never loads the worker'
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import current_app
 
@@ -18,5 +19,11 @@ PROCESS_QUEUE_TASK = "generation.tasks.process_queue"  # routed to the `gpu` que
 def wake_workers() -> None:
     try:
         current_app.send_task(PROCESS_QUEUE_TASK)
-    except Exception:  # broker down: the worker drains the queue when it (re)starts, beat's sweep wakes it
-        logger.exception("Could not wake a worker")
+    except Exception as error:  # broker down: a worker drains the queue when it (re)starts, beat's sweep wakes it
+        logger.warning("Could not wake a worker (%s: %s); the job waits in the database", type(error).__name__, error)
+
+
+def wake_workers_in_background() -> None:
+    """For requests: publish from a thread, so a broker that hangs (up to its socket timeouts)
+    never holds the response. A lost wake-up costs at most a sweep interval, never the job."""
+    threading.Thread(target=wake_workers, name="wake-workers", daemon=True).start()

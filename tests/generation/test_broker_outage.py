@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
 
@@ -75,3 +76,22 @@ def test_waking_a_worker_through_a_hung_broker_gives_up_quickly(tmp_path):
             app.send_task("generation.tasks.process_queue")
         spent = time.monotonic() - started
         assert spent < 8.0, f"a wake-up waited {spent:.1f}s on a hung broker"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_submit_does_not_wait_for_a_hanging_wake_up(monkeypatch):
+    from generation.services import wakeup
+    from tests.factories import make_user, submit_job
+
+    woken = threading.Event()
+
+    def hanging_broker():  # what a publish to a hung broker does until its timeouts
+        time.sleep(3)
+        woken.set()
+
+    monkeypatch.setattr(wakeup, "wake_workers", hanging_broker)
+    user = make_user(credits=100)
+    started = time.monotonic()
+    submit_job(user)
+    assert time.monotonic() - started < 1.5
+    assert woken.wait(10), "the wake-up still happens, in the background"
