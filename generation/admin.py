@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
-from billing.selectors import subject_has_open_hold
+from billing.selectors import subject_charge, subject_has_open_hold
 from generation import services
 from generation.models import Image, Job
 
@@ -22,8 +24,19 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "user", "state", "prompt", "width", "height", "steps", "num_images", "cost", "attempts", "created_at")
     list_filter = ("state", "sampler", "model_name")
     search_fields = ("id", "prompt", "user__email")
-    readonly_fields = [field.name for field in Job._meta.fields]
+    readonly_fields = [*(field.name for field in Job._meta.fields), "credits"]
     inlines = [ImageInline]
+
+    @admin.display(description="Credits")
+    def credits(self, obj: Job):
+        """What billing recorded for this job, and where staff refund it (by its subject)."""
+        charge = subject_charge(subject=obj.billing_subject)
+        return format_html(
+            "{} reserved, {} spent, {} released, {} refunded, {} on hold · subject <code>{}</code> · "
+            '<a href="{}">refund on the credits page</a>',
+            charge["reserved"], charge["captured"], charge["released"], charge["refunded"], charge["on_hold"],
+            obj.billing_subject, reverse("billing:staff_user", args=[obj.user_id]),
+        )
 
     def has_add_permission(self, request):
         return False

@@ -387,3 +387,19 @@ def test_the_admins_bulk_delete_keeps_jobs_that_became_active_meanwhile(rf):
     JobAdmin(Job, django_admin.site).delete_queryset(request, Job.objects.filter(user=user))
     assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
     assert [str(m) for m in request._messages] == ["1 job(s) kept: they still hold credits (queued, running or on hold)."]
+
+
+def test_the_job_admin_page_shows_the_jobs_credits_and_subject(client):
+    from django.urls import reverse
+
+    admin = make_user(staff=True)
+    admin.is_superuser = True
+    admin.save()
+    user = make_user(credits=50)
+    job = submit_job(user, width=512, height=512, steps=30, num_images=2)  # 8 credits
+    lease = services.job_claim_next(worker_id="w1")
+    services.job_succeed(lease=lease, images=[stored(0)], engine_seconds=1)
+    client.force_login(admin)
+    html = client.get(reverse("admin:generation_job_change", args=[job.pk])).content.decode()
+    assert "8 reserved, 4 spent, 4 released, 0 refunded, 0 on hold" in html
+    assert f"<code>job:{job.pk}</code>" in html and reverse("billing:staff_user", args=[user.pk]) in html
