@@ -26,7 +26,7 @@ class FakeLayer:
 @pytest.fixture
 def layer(monkeypatch):
     fake = FakeLayer()
-    monkeypatch.setattr(events, "get_channel_layer", lambda: fake)
+    monkeypatch.setattr(events, "get_channel_layer", lambda alias="default": fake)
     return fake
 
 
@@ -72,7 +72,7 @@ def test_a_broken_channel_layer_never_breaks_a_movement(user, monkeypatch, djang
         async def group_send(self, group, message):
             raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(events, "get_channel_layer", lambda: Broken())
+    monkeypatch.setattr(events, "get_channel_layer", lambda alias="default": Broken())
     with django_capture_on_commit_callbacks(execute=True):
         give(user, 3)
     from billing.selectors import wallet_balance
