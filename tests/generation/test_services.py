@@ -202,8 +202,11 @@ def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatc
     test_a_job_whose_wake_up_message_was_lost_still_runs covers the real broker and beat."""
     from celery import current_app
 
+    from generation.services import wakeup
+
     wakes = []
     monkeypatch.setattr(current_app, "send_task", lambda name, *a, **kw: wakes.append(name))
+    monkeypatch.setattr(wakeup, "wake_workers_in_background", wakeup.wake_workers)  # no thread racing clear()
     user = make_user(credits=50)
     submit_job(user)
     submit_job(user)
