@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from accounts.selectors import free_credits_due
+
 from billing.models import EntryKind, LedgerEntry, Payment, PriceSettings
 from billing.services.ledger import (
     AlreadyRecorded,
@@ -24,6 +26,8 @@ def credits_grant_signup(*, email_address) -> LedgerEntry | None:
     `email_address` is allauth's EmailAddress. Returns the entry, or None when nothing was due.
     """
     if not email_address.verified:
+        return None
+    if not free_credits_due(user=email_address.user):  # a farmed sign-up (accounts.services.signup_record)
         return None
     amount = PriceSettings.load().signup_credits
     email = email_address.email.strip().lower()

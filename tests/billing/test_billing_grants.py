@@ -152,3 +152,18 @@ def test_refund_of_an_uncharged_job_is_refused(user, staff):
         credits_refund(subject=make_job(user).subject, actor=staff, reason="x")
     with pytest.raises(ValueError):
         credits_refund(subject=job.subject, actor=staff, reason="")
+
+
+def test_no_grant_for_a_sign_up_that_accounts_marked_as_not_due(make_user):
+    from accounts.services import signup_record
+
+    first, farmed = make_user(), make_user()
+    first.email, farmed.email = "artist@example.com", "artist+2@example.com"  # one mailbox, two accounts
+    signup_record(user=first, address="203.0.113.9")
+    signup_record(user=farmed, address="203.0.113.9")
+    first_address = EmailAddress.objects.create(user=first, email=first.email, verified=True)
+    farmed_address = EmailAddress.objects.create(user=farmed, email=farmed.email, verified=True)
+    granted, refused = (credits_grant_signup(email_address=first_address),
+                        credits_grant_signup(email_address=farmed_address))
+    assert granted is not None and refused is None
+    assert wallet_balance(user=farmed) == (0, 0)
