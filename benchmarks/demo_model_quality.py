@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from generation.engine.training import dataset, judge  # noqa: E402
-from generation.engine.training.dataset import Obj, Scene  # noqa: E402
+from generation.engine.training.dataset import Scene  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "generation/engine/weights/studio-tiny"
 BENCH_SEED = 20261126

@@ -21,15 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BASE_DIR))
-
-
-def setup_environment(var_dir: Path) -> None:
-    os.environ["STUDIO_VAR_DIR"] = str(var_dir)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "studio.settings"
-    os.environ["STUDIO_STATIC_FROM_FINDERS"] = "1"
-    os.environ.pop("DATABASE_URL", None)
+from e2e_latency import BASE_DIR, setup_environment  # this folder is on sys.path when run as a script
 
 
 async def watch(url: str, headers: dict, frames: int, ready: asyncio.Event, opened: list) -> tuple[int, float]:

@@ -21,3 +21,14 @@ def _fresh_redis_state():
 
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     yield
+
+
+@pytest.fixture
+def client_with_credits(client):
+    """A signed-in test client whose user (`client.user`) has 100 credits."""
+    from tests.factories import make_user
+
+    user = make_user(credits=100)
+    client.force_login(user)
+    client.user = user
+    return client

@@ -7,7 +7,6 @@ and a real websocket client.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from unittest import mock

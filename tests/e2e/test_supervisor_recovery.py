@@ -18,7 +18,7 @@ from allauth.account.models import EmailAddress
 from django.db import connection
 
 from billing.selectors import wallet_balance
-from generation.models import Image, Job, JobState
+from generation.models import Image, JobState
 from tests.e2e.conftest import WebUser
 from tests.e2e.test_generation_stack import submit
 from tests.factories import make_user

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from generation import selectors
 from generation.models import JobState
-from tests.factories import make_user, submit_job
+from tests.factories import submit_job
 
 pytestmark = pytest.mark.django_db
 
@@ -24,14 +24,6 @@ STYLE_ATTRIBUTE = re.compile(r"<[^>]+\sstyle=", re.I)
 def policy(response) -> dict[str, list[str]]:
     header = response.headers["Content-Security-Policy"]
     return {name: values for name, *values in (part.split() for part in header.split(";") if part.strip())}
-
-
-@pytest.fixture
-def signed_in_client(client):
-    user = make_user(credits=100)
-    client.force_login(user)
-    client.user = user
-    return client
 
 
 @override_settings(ALLOWED_HOSTS=["studio.example"])
@@ -54,12 +46,12 @@ def test_anonymous_pages_have_no_inline_script_or_style(client, name):
     assert "js/theme.js" in html
 
 
-def test_signed_in_pages_and_job_fragments_have_no_inline_script_or_style(signed_in_client):
-    job = submit_job(signed_in_client.user, num_images=2)
+def test_signed_in_pages_and_job_fragments_have_no_inline_script_or_style(client_with_credits):
+    job = submit_job(client_with_credits.user, num_images=2)
     pages = [reverse("generation:create"), reverse("generation:job_list"), reverse("billing:credits"),
              reverse("generation:job_detail", args=[job.pk]), reverse("generation:job_panel", args=[job.pk])]
     for url in pages:
-        html = signed_in_client.get(url).content.decode()
+        html = client_with_credits.get(url).content.decode()
         assert not INLINE_SCRIPT.findall(html), url
         assert not STYLE_ATTRIBUTE.findall(html), url
     fragments = [
@@ -71,8 +63,8 @@ def test_signed_in_pages_and_job_fragments_have_no_inline_script_or_style(signed
         assert not STYLE_ATTRIBUTE.findall(html)
 
 
-def test_page_and_websocket_draw_the_same_progress_bar(signed_in_client):
-    job = submit_job(signed_in_client.user)
+def test_page_and_websocket_draw_the_same_progress_bar(client_with_credits):
+    job = submit_job(client_with_credits.user)
     job.state, job.progress_step = JobState.RUNNING, 3
     job.save(update_fields=["state", "progress_step"])
     page = render_to_string("generation/_job_live.html", selectors.job_context(job))
@@ -86,27 +78,27 @@ def test_page_and_websocket_draw_the_same_progress_bar(signed_in_client):
     assert 'hx-swap-oob="true"' in step
 
 
-def test_a_finished_job_carries_its_card_for_the_recent_grid(signed_in_client):
-    job = submit_job(signed_in_client.user)
+def test_a_finished_job_carries_its_card_for_the_recent_grid(client_with_credits):
+    job = submit_job(client_with_credits.user)
     job.state = JobState.CANCELLED
     job.save(update_fields=["state"])
     html = render_to_string("generation/_job_oob.html", selectors.job_context(job))
     assert re.search(rf'<template data-recent-card>\s*<a class="recent-card" id="recent-job-{job.pk}"', html)
-    create = signed_in_client.get(reverse("generation:create")).content.decode()
+    create = client_with_credits.get(reverse("generation:create")).content.decode()
     assert 'id="recent-jobs"' in create  # the grid is there even when it is empty
 
 
-def test_the_live_quote_sends_only_what_the_price_depends_on(signed_in_client):
-    html = signed_in_client.get(reverse("generation:create")).content.decode()
+def test_the_live_quote_sends_only_what_the_price_depends_on(client_with_credits):
+    html = client_with_credits.get(reverse("generation:create")).content.decode()
     slot = re.search(r'<div id="cost-quote-slot"[^>]*>', html).group(0)
     assert 'hx-params="aspect,width,height,steps,num_images"' in slot
     include = re.search(r'hx-include="([^"]*)"', slot).group(1)
     assert "prompt" not in include and include != "#create-form"
 
 
-def test_the_cancel_form_swaps_only_the_job_head(signed_in_client):
-    job = submit_job(signed_in_client.user)
-    html = signed_in_client.get(reverse("generation:job_detail", args=[job.pk])).content.decode()
+def test_the_cancel_form_swaps_only_the_job_head(client_with_credits):
+    job = submit_job(client_with_credits.user)
+    html = client_with_credits.get(reverse("generation:job_detail", args=[job.pk])).content.decode()
     form = re.search(r'<form[^>]*job_cancel|<form[^>]*/cancel/[^>]*>', html).group(0)
     assert f'hx-target="#job-head-{job.pk}"' in form and f'hx-select="#job-head-{job.pk}"' in form
 

@@ -23,14 +23,6 @@ VALID = {
 }
 
 
-@pytest.fixture
-def client_with_credits(client):
-    user = make_user(credits=100)
-    client.force_login(user)
-    client.user = user
-    return client
-
-
 def post_create(client, htmx=False, **changes):
     data = {**VALID, **changes}
     headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from generation.models import Job
 from studio.asgi import application
-from tests.factories import make_user, submit_job
+from tests.factories import submit_job
 
 FORM = {
     "prompt": "a red circle", "negative_prompt": "", "aspect": "1:1", "width": "", "height": "",
@@ -18,19 +18,11 @@ FORM = {
 }
 
 
-@pytest.fixture
-def owner_client(client):
-    user = make_user(credits=100)
-    client.force_login(user)
-    client.user = user
-    return client
-
-
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", ["²", "٣", "9" * 5000, "-1", "1e3", "99999999999999999999", "%00", "\x00"])
-def test_reuse_with_a_hostile_seed_opens_the_form_without_that_seed(owner_client, seed):
-    job = submit_job(owner_client.user)
-    response = owner_client.get(reverse("generation:create"), {"from": str(job.pk), "seed": seed})
+def test_reuse_with_a_hostile_seed_opens_the_form_without_that_seed(client_with_credits, seed):
+    job = submit_job(client_with_credits.user)
+    response = client_with_credits.get(reverse("generation:create"), {"from": str(job.pk), "seed": seed})
     assert response.status_code == 200
     form = response.context["form"]
     assert form.initial["prompt"] == job.prompt  # the job's settings are still reused
@@ -38,31 +30,31 @@ def test_reuse_with_a_hostile_seed_opens_the_form_without_that_seed(owner_client
 
 
 @pytest.mark.django_db
-def test_reuse_with_a_plain_seed_keeps_it(owner_client):
-    job = submit_job(owner_client.user)
-    response = owner_client.get(reverse("generation:create"), {"from": str(job.pk), "seed": "1234"})
+def test_reuse_with_a_plain_seed_keeps_it(client_with_credits):
+    job = submit_job(client_with_credits.user)
+    response = client_with_credits.get(reverse("generation:create"), {"from": str(job.pk), "seed": "1234"})
     assert response.status_code == 200 and response.context["form"].initial["seed"] == 1234
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("job_id", ["²", "\x00", "9" * 5000, "not-a-uuid"])
-def test_reuse_of_a_hostile_job_id_opens_an_empty_form(owner_client, job_id):
-    response = owner_client.get(reverse("generation:create"), {"from": job_id, "seed": "5"})
+def test_reuse_of_a_hostile_job_id_opens_an_empty_form(client_with_credits, job_id):
+    response = client_with_credits.get(reverse("generation:create"), {"from": job_id, "seed": "5"})
     assert response.status_code == 200 and response.context["form"].initial == {}
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", ["²", "9" * 5000])
-def test_create_with_a_hostile_seed_is_a_400(owner_client, seed):
-    response = owner_client.post(reverse("generation:create"), {**FORM, "seed": seed})
+def test_create_with_a_hostile_seed_is_a_400(client_with_credits, seed):
+    response = client_with_credits.post(reverse("generation:create"), {**FORM, "seed": seed})
     assert response.status_code == 400 and not Job.objects.exists()
 
 
 @pytest.mark.django_db
-def test_a_plain_form_post_with_crlf_line_breaks_creates_the_job(owner_client):
+def test_a_plain_form_post_with_crlf_line_breaks_creates_the_job(client_with_credits):
     """Browsers send textarea line breaks as CRLF in a plain (non-htmx) form post."""
     prompt = "a red circle\r\non a blue background\rwith a star"
-    response = owner_client.post(reverse("generation:create"), {**FORM, "prompt": prompt,
+    response = client_with_credits.post(reverse("generation:create"), {**FORM, "prompt": prompt,
                                                                 "negative_prompt": "green\r\nyellow"})
     assert response.status_code == 302, response.content.decode()[:2000]
     job = Job.objects.get()
@@ -72,15 +64,15 @@ def test_a_plain_form_post_with_crlf_line_breaks_creates_the_job(owner_client):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("prompt", ["a red\x1bcircle", "a red\x7fcircle", "a\r\n\x08circle"])
-def test_a_plain_form_post_with_control_characters_is_still_refused(owner_client, prompt):
-    response = owner_client.post(reverse("generation:create"), {**FORM, "prompt": prompt})
+def test_a_plain_form_post_with_control_characters_is_still_refused(client_with_credits, prompt):
+    response = client_with_credits.post(reverse("generation:create"), {**FORM, "prompt": prompt})
     assert response.status_code == 400 and not Job.objects.exists()
     assert "control characters" in response.content.decode()
 
 
 @pytest.mark.django_db
-def test_a_prompt_with_a_nul_character_is_refused(owner_client):
-    response = owner_client.post(reverse("generation:create"), {**FORM, "prompt": "a red\x00circle"})
+def test_a_prompt_with_a_nul_character_is_refused(client_with_credits):
+    response = client_with_credits.post(reverse("generation:create"), {**FORM, "prompt": "a red\x00circle"})
     assert response.status_code == 400 and not Job.objects.exists()
     assert "prompt" in response.context["form"].errors
 
