@@ -46,21 +46,23 @@ class LinearPreviewer:
 class PreviewDecoder(torch.nn.Module):
     """Latents N,C,h,w (UNet space) -> RGB N,3,h*upscale,w*upscale in about [-1, 1].
 
-    Two 3x3 convolutions see each latent pixel with its neighbours (5x5 latent pixels, 40x40 image
-    pixels), then a 1x1 convolution paints each latent pixel's upscale x upscale block (PixelShuffle).
+    ``layers`` 3x3 convolutions of width ``hidden`` (SiLU) see each latent pixel with its
+    neighbours, then a 3x3 convolution paints each latent pixel's upscale x upscale block
+    (PixelShuffle). With 3 layers a block sees 9x9 latent pixels: the receptive field, not the
+    width, is what brought the error down (docs/engine.md).
     """
 
     FORMAT = "studio-preview-decoder"
 
-    def __init__(self, latent_channels: int = 4, hidden: int = 32, upscale: int = 4):
+    def __init__(self, latent_channels: int = 4, hidden: int = 32, layers: int = 3, upscale: int = 4):
         super().__init__()
-        self.config = {"latent_channels": latent_channels, "hidden": hidden, "upscale": upscale}
+        self.config = {"latent_channels": latent_channels, "hidden": hidden, "layers": layers, "upscale": upscale}
         nn = torch.nn
-        self.layers = nn.Sequential(
-            nn.Conv2d(latent_channels, hidden, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(hidden, 3 * upscale * upscale, 1), nn.PixelShuffle(upscale),
-        )
+        body: list = []
+        for i in range(layers):
+            body += [nn.Conv2d(latent_channels if i == 0 else hidden, hidden, 3, padding=1), nn.SiLU()]
+        self.layers = nn.Sequential(*body, nn.Conv2d(hidden, 3 * upscale * upscale, 3, padding=1),
+                                    nn.PixelShuffle(upscale))
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.layers(latents)
@@ -81,7 +83,7 @@ class PreviewDecoder(torch.nn.Module):
             tensors = {k: f.get_tensor(k).float() for k in f.keys()}
         if metadata.get("format") != cls.FORMAT:
             raise ValueError(f"{path} is not a {cls.FORMAT} file")
-        decoder = cls(**{k: int(metadata[k]) for k in ("latent_channels", "hidden", "upscale")})
+        decoder = cls(**{k: int(metadata[k]) for k in ("latent_channels", "hidden", "layers", "upscale")})
         decoder.load_state_dict(tensors)
         return decoder.eval()
 

@@ -1,9 +1,12 @@
-"""Preview frames: the fitted linear factors track the VAE decode; TAESD works when given."""
+"""Preview frames: they converge to the final image (studio-tiny's trained decoder); the fitted
+linear factors track the VAE decode (demo model); TAESD works when given."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +14,45 @@ import torch
 from PIL import Image
 
 from generation.engine.preview_fit import correlation, decode_small, project
-from generation.engine.previews import grid
+from generation.engine.previews import frame_distance, grid
+
+STUDIO_TINY = Path(__file__).resolve().parents[2] / "generation/engine/weights/studio-tiny"
+
+
+@pytest.fixture(scope="module")
+def studio_tiny(engine_device):
+    from generation.engine import Engine
+
+    return Engine(STUDIO_TINY, device=engine_device)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_previews_converge_to_the_final_image(studio_tiny, sampler):
+    """Watching it emerge runs forwards: frames come closer to the result as the steps go, and the
+    last frame is close to it (distance per channel, 0-255, frame scaled up as the browser does)."""
+    from generation.engine import GenerationRequest
+
+    runs = []
+    for prompt, seed in [("a red circle on a blue background", 1),
+                         ("a green heart and a white square on a purple background", 2)]:
+        updates = []
+        request = GenerationRequest(prompt=prompt, width=128, height=128, steps=12, guidance_scale=3.0,
+                                    sampler=sampler, seed=seed)
+        result = studio_tiny.generate(request, on_step=updates.append, preview_interval_s=0.0)
+        runs.append([frame_distance(u.preview_png, result.images[0].png) for u in updates])
+    last = [run[-1] for run in runs]
+    first_third = statistics.mean(d for run in runs for d in run[:4])
+    last_third = statistics.mean(d for run in runs for d in run[-4:])
+    assert max(last) < 20, runs
+    assert last_third < 0.6 * first_third, runs
+
+
+def test_previews_are_a_useful_size(studio_tiny, small_request):
+    assert studio_tiny.preview_method == "decoder"
+    updates = []
+    studio_tiny.generate(dataclasses.replace(small_request, steps=2, num_images=2), on_step=updates.append)
+    frame = Image.open(io.BytesIO(updates[-1].preview_png))
+    assert frame.size == (128, 64)  # two 64x64 images side by side: half the 128x128 output
 
 
 def test_fitted_factors_approximate_the_vae_decode(engine):
@@ -75,3 +116,22 @@ def test_taesd_previews(demo_model_path, taesd_path, small_request, engine_devic
     assert len(result.images) == 1
     assert all(u.preview_png for u in updates)
     assert Image.open(io.BytesIO(updates[-1].preview_png)).size == (128, 128)  # full size, <= 256
+
+
+def test_preview_decoder_round_trip(tmp_path):
+    from generation.engine.previews import PreviewDecoder
+
+    torch.manual_seed(0)
+    decoder = PreviewDecoder(hidden=8, layers=2, upscale=2).eval()
+    decoder.save(tmp_path / "decoder.safetensors")
+    loaded = PreviewDecoder.load(tmp_path / "decoder.safetensors")
+    assert loaded.config == {"latent_channels": 4, "hidden": 8, "layers": 2, "upscale": 2}
+    latents = torch.randn(1, 4, 5, 6)
+    with torch.no_grad():
+        assert loaded(latents).shape == (1, 3, 10, 12)
+        assert torch.allclose(loaded(latents), decoder(latents), atol=1e-2)  # stored as float16
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="preview-decoder"):
+        PreviewDecoder.load(tmp_path / "other.safetensors")
