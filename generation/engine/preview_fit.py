@@ -14,7 +14,7 @@ the VAE scaling factor, the convention of the published SD factors):
   the denoised estimates x0 of every step of the model's own runs (the latents previews are
   made from: blurry early on, sharp at the end), with several samplers, guidance scales and
   prompts; --write saves MODEL_DIR/preview_decoder.safetensors and names it in studio_model.json.
-  Deterministic for a seed on one thread (the command pins torch to one thread).
+  Seeded; the command pins torch to one thread.
 """
 
 from __future__ import annotations
