@@ -20,7 +20,6 @@ Default model: the shipped studio-tiny (--model demo: the random demo model, bui
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -39,7 +38,8 @@ PROMPTS = (
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder, or 'demo' (default: the shipped studio-tiny)")
     parser.add_argument("--samplers", nargs="+", default=["euler", "dpmpp_2m"])
     parser.add_argument("--seeds", type=int, default=2, help="seeds per prompt (3 prompts)")
@@ -93,9 +93,9 @@ def convergence(engine, args) -> None:
             engine._previewer = previewer
             for prompt in PROMPTS:
                 for seed in range(1, args.seeds + 1):
-                    request = GenerationRequest(prompt=prompt, width=size[0], height=size[1], steps=args.steps,
-                                                guidance_scale=engine.info.default_guidance_scale,
-                                                sampler=sampler, seed=seed)
+                    request = GenerationRequest(prompt=prompt, width=size[0], height=size[1],
+                                                steps=args.steps, sampler=sampler, seed=seed,
+                                                guidance_scale=engine.info.default_guidance_scale)
                     updates = []
                     result = engine.generate(request, on_step=updates.append, preview_interval_s=0.0)
                     for step, update in enumerate(updates):
@@ -124,7 +124,8 @@ def print_convergence(sampler, distances, args, frame_size) -> None:
     print("| step | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for step in range(args.steps):
-        print(f"| {step + 1} | " + " | ".join(f"{statistics.mean(distances[n][step]):.1f}" for n in names) + " |")
+        cells = [f"{statistics.mean(distances[n][step]):.1f}" for n in names]
+        print(f"| {step + 1} | " + " | ".join(cells) + " |")
     third = max(1, args.steps // 3)
     for label, pick in (("first third", slice(0, third)), ("last third", slice(-third, None))):
         cells = [statistics.mean(d for step in distances[n][pick] for d in step) for n in names]
@@ -143,7 +144,8 @@ def cost(engine, args) -> None:
     rows = []
     for size in sizes:
         request = GenerationRequest(prompt=PROMPTS[0], width=size, height=size, steps=args.steps,
-                                    guidance_scale=engine.info.default_guidance_scale, sampler="euler_a", seed=1)
+                                    guidance_scale=engine.info.default_guidance_scale, sampler="euler_a",
+                                    seed=1)
         engine.generate(request, previews=True)  # warm-up
         times = {name: [] for name in variants}
         cpu_times = {name: [] for name in variants}

@@ -64,7 +64,8 @@ def measure(threads: int, steps: int, model: str, busy: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
@@ -84,7 +85,8 @@ def main(argv=None) -> int:
         for threads, busy in columns:
             seconds = measure(threads, args.steps, args.model, busy)
             times[(threads, busy)].append(seconds)
-            print(f"  rep {rep + 1}: {threads} thread(s), {'busy' if busy else 'idle'}: {seconds:.2f} s", flush=True)
+            state = "busy" if busy else "idle"
+            print(f"  rep {rep + 1}: {threads} thread(s), {state}: {seconds:.2f} s", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at the end\n")
     print("| torch threads | idle: median (min-max) | beside a busy process: median (min-max) |")
     print("|---|---|---|")

@@ -167,8 +167,8 @@ def build_pipeline(seed: int = 0):
                                       activation="quick_gelu")
     torch.manual_seed(seed + 1)
     unet = build_unet(sample_size=NATIVE // 8, down_blocks=("DownBlock2D", "CrossAttnDownBlock2D"),
-                      up_blocks=("CrossAttnUpBlock2D", "UpBlock2D"), channels=(32, 64), cross_attention_dim=32,
-                      heads=4, norm_groups=16)
+                      up_blocks=("CrossAttnUpBlock2D", "UpBlock2D"), channels=(32, 64),
+                      cross_attention_dim=32, heads=4, norm_groups=16)
     torch.manual_seed(seed + 2)
     vae = build_vae(channels=(8, 16, 16, 16), norm_groups=8, sample_size=NATIVE, scaling_factor=0.18215)
     _shape_demo_decoder(vae.decoder)

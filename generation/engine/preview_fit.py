@@ -162,10 +162,11 @@ def denoised_trajectories(pipe, *, runs: int, seed: int = 0, size: int | None = 
                 latents.append((kwargs["latents"] if x0 is None else x0).float().cpu())
                 return {}
 
-            result = pipe(fit_prompt(seed, i), width=size, height=size,
-                          num_inference_steps=rng.choice((8, 12, 20)), guidance_scale=rng.choice((1.0, 3.0, 5.0, 7.0)),
-                          generator=torch.Generator("cpu").manual_seed(seed * 10_000 + i), output_type="latent",
-                          callback_on_step_end=keep, callback_on_step_end_tensor_inputs=["latents"])
+            steps, guidance = rng.choice((8, 12, 20)), rng.choice((1.0, 3.0, 5.0, 7.0))
+            result = pipe(fit_prompt(seed, i), width=size, height=size, num_inference_steps=steps,
+                          guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(seed * 10_000 + i),
+                          output_type="latent", callback_on_step_end=keep,
+                          callback_on_step_end_tensor_inputs=["latents"])
             latents.append(result.images.float().cpu())
     finally:
         pipe.scheduler = original
@@ -203,7 +204,8 @@ def preview_decoder_error(decoder, latents: torch.Tensor, images: torch.Tensor) 
         return float((decoder(latents.float()).clamp(-1, 1) - images).abs().mean() * 127.5)
 
 
-def fit_preview_decoder(pipe, *, runs: int = 48, steps: int = 3000, upscale: int = 4, seed: int = 0, log=print):
+def fit_preview_decoder(pipe, *, runs: int = 48, steps: int = 3000, upscale: int = 4, seed: int = 0,
+                        log=print):
     """Trajectories -> VAE decodes -> a trained PreviewDecoder, and its error on held-out runs."""
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     started = time.monotonic()

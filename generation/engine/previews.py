@@ -56,7 +56,8 @@ class PreviewDecoder(torch.nn.Module):
 
     def __init__(self, latent_channels: int = 4, hidden: int = 32, layers: int = 3, upscale: int = 4):
         super().__init__()
-        self.config = {"latent_channels": latent_channels, "hidden": hidden, "layers": layers, "upscale": upscale}
+        self.config = {"latent_channels": latent_channels, "hidden": hidden, "layers": layers,
+                       "upscale": upscale}
         nn = torch.nn
         body: list = []
         for i in range(layers):

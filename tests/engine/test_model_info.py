@@ -169,7 +169,8 @@ def test_a_preview_decoder_is_named_in_studio_json_and_leaves_the_hash_alone(dem
     assert before.preview_decoder == ""
     PreviewDecoder().save(copy / "preview_decoder.safetensors")
     studio = json.loads((copy / STUDIO_MODEL_FILE).read_text())
-    (copy / STUDIO_MODEL_FILE).write_text(json.dumps({**studio, "preview_decoder": "preview_decoder.safetensors"}))
+    studio["preview_decoder"] = "preview_decoder.safetensors"
+    (copy / STUDIO_MODEL_FILE).write_text(json.dumps(studio))
     (copy / HASH_CACHE_FILE).unlink()
     info = read_model_info(copy)
     assert info.preview_decoder == str((copy / "preview_decoder.safetensors").resolve())

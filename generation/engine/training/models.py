@@ -35,8 +35,9 @@ def build_vae(*, channels=(32, 32, 64, 64), norm_groups: int = 16, sample_size: 
     )
 
 
-def build_text_encoder(vocab_size: int, bos_id: int, eos_id: int, *, width: int = 128, intermediate: int = 512,
-                       layers: int = 3, heads: int = 4, max_length: int = MAX_LENGTH, activation: str = "gelu"):
+def build_text_encoder(vocab_size: int, bos_id: int, eos_id: int, *, width: int = 128,
+                       intermediate: int = 512, layers: int = 3, heads: int = 4, max_length: int = MAX_LENGTH,
+                       activation: str = "gelu"):
     """A CLIP text encoder; the end-of-text token pads, as in CLIP."""
     from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -33,7 +33,14 @@ import torch.nn.functional as F
 
 from ..preview_fit import decode_small, fit_latent_rgb, fit_preview_decoder, write_preview_decoder
 from . import dataset
-from .models import LATENT_SIZE, assemble_pipeline, build_text_encoder, build_unet, build_vae, scheduler_kwargs
+from .models import (
+    LATENT_SIZE,
+    assemble_pipeline,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    scheduler_kwargs,
+)
 from .tokenizer import write_tokenizer
 
 FAMILY = "studio-tiny"
@@ -380,7 +387,8 @@ def main(argv=None) -> Path:
         from diffusers import StableDiffusionPipeline
 
         t = time.time()
-        pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None,
+                                                       requires_safety_checker=False)
         decoder, fit = fit_preview_decoder(pipe.to(device), seed=args.seed, log=_log)
         write_preview_decoder(out, decoder, fit)
         timings["preview_decoder"] = time.time() - t
