@@ -10,7 +10,7 @@ the VAE scaling factor, the convention of the published SD factors):
   against the decode area-averaged to the latent size, on the model's final latents for a few
   prompts and seeds; --write stores the factors in MODEL_DIR/studio_model.json. The demo model
   builder and the studio-tiny trainer call fit_latent_rgb() on latents of their own.
-- --decoder: a PreviewDecoder (generation/engine/previews.py, ~12k weights) trained with Adam on
+- --decoder: a PreviewDecoder (generation/engine/previews.py, ~34k weights) trained with Adam on
   the denoised estimates x0 of every step of the model's own runs (the latents previews are
   made from: blurry early on, sharp at the end), with several samplers, guidance scales and
   prompts; --write saves MODEL_DIR/preview_decoder.safetensors and names it in studio_model.json.
