@@ -147,12 +147,17 @@ class Image(models.Model):
     file = models.FileField(max_length=300)
     thumbnail = models.FileField(max_length=300, blank=True)
     infotext = models.TextField(help_text="The A1111 'parameters' text embedded in the PNG.")
+    favourite = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ImageQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "index"]
+        indexes = [
+            # The gallery's keyset: one user's images by (created_at, id), either direction.
+            models.Index(fields=["owner", "created_at", "id"], name="image_gallery_keyset_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["job", "index"], name="image_unique_job_index"),
         ]

@@ -5,6 +5,7 @@ attempt); every write a worker makes is fenced by that lease, so a worker that w
 and comes back can never finish a job a second time.
 
     jobs.py     submit, cancel, delete (web side); what a job costs
+    images.py   favourite, delete one image (its files go after commit; credits stay)
     queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
     sweeps.py   expired leases and stranded queues (beat)
     recovery.py leases of workers known to be dead (a worker restarted on their host)
@@ -14,6 +15,7 @@ Callers use the package: `from generation import services; services.job_submit(.
 """
 
 from generation.models import JobNotDeletable
+from generation.services.images import image_delete, image_set_favourite
 from generation.services.jobs import TooManyActiveJobs, job_cancel, job_cost, job_delete, job_submit
 from generation.services.queue import (
     Lease,
@@ -35,6 +37,8 @@ __all__ = [
     "LeaseLost",
     "StoredImage",
     "TooManyActiveJobs",
+    "image_delete",
+    "image_set_favourite",
     "job_cancel",
     "job_claim_next",
     "job_cost",
