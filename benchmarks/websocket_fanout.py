@@ -24,7 +24,8 @@ from pathlib import Path
 from e2e_latency import BASE_DIR, setup_environment  # this folder is on sys.path when run as a script
 
 
-async def watch(url: str, headers: dict, frames: int, ready: asyncio.Event, opened: list) -> tuple[int, float]:
+async def watch(url: str, headers: dict, frames: int, ready: asyncio.Event,
+                opened: list) -> tuple[int, float]:
     """Receive until `frames` progress frames arrived (or 10 s of silence); (count, seconds)."""
     import websockets
 
@@ -60,7 +61,8 @@ async def run_round(url: str, headers: dict, viewers: int, rate: float, seconds:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--viewers", type=int, nargs="+", default=[1, 100])
     parser.add_argument("--rate", type=float, default=20.0, help="frames published per second")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -89,16 +91,18 @@ def main() -> None:
     user = make_user(credits=100000, password=password)
     EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
     job = submit_job(user)
-    preview = "data:image/webp;base64," + base64.b64encode(os.urandom(6000)).decode()  # a 128x128 frame's size
+    # A frame as large as a 128x128 WebP preview.
+    preview = "data:image/webp;base64," + base64.b64encode(os.urandom(6000)).decode()
 
     def publish(frames: int, rate: float) -> None:
         started = time.perf_counter()
         for step in range(1, frames + 1):
-            events.job_progress(job_id=job.pk, step=step, total_steps=frames, elapsed=step / rate, preview=preview)
+            events.job_progress(job_id=job.pk, step=step, total_steps=frames, elapsed=step / rate,
+                                preview=preview)
             time.sleep(max(0.0, started + step / rate - time.perf_counter()))
 
-    stack = LiveStack(env=stack_environment(database_url=f"sqlite:///{settings.DATABASES['default']['NAME']}"),
-                      log_dir=var_dir / "logs")
+    database_url = f"sqlite:///{settings.DATABASES['default']['NAME']}"
+    stack = LiveStack(env=stack_environment(database_url=database_url), log_dir=var_dir / "logs")
     rows = []
     try:
         stack.start_web()
@@ -115,7 +119,8 @@ def main() -> None:
     print("viewers | frames sent | median frames/s per viewer | slowest viewer | frames lost (all viewers)")
     print("---|---|---|---|---")
     for row in rows:
-        print(f"{row['viewers']} | {row['sent']} | {row['median_fps']:.1f} | {row['slowest_fps']:.1f} | {row['lost']}")
+        print(f"{row['viewers']} | {row['sent']} | {row['median_fps']:.1f} | {row['slowest_fps']:.1f} | "
+              f"{row['lost']}")
 
 
 if __name__ == "__main__":

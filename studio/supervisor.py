@@ -137,15 +137,16 @@ class Supervisor:
         child.quick_failures = child.quick_failures + 1 if ran < STABLE_AFTER_SECONDS else 1
         self.signal_group(child, signal.SIGKILL)  # whatever it left behind in its group
         if child.starts == 1 and code > 0 and ran < STARTUP_SECONDS:  # not killed: it could not start
-            self.say("studio", RESET, f"{child.name} exited with code {code} while starting; stopping the studio")
+            self.say("studio", RESET,
+                     f"{child.name} exited with code {code} while starting; stopping the studio")
             return code or 1
         if child.quick_failures > len(RESTART_DELAYS_SECONDS):
-            self.say("studio", RESET, f"{child.name} exited with code {code}, {child.quick_failures} times in a row "
-                                      f"within {STABLE_AFTER_SECONDS}s of starting; stopping the studio")
+            self.say("studio", RESET, f"{child.name} exited with code {code}, {child.quick_failures} times in a "
+                                      f"row within {STABLE_AFTER_SECONDS}s of starting; stopping the studio")
             return code or 1
         delay = RESTART_DELAYS_SECONDS[child.quick_failures - 1]
-        self.say("studio", RESET, f"{child.name} (pid {child.process.pid}) exited with code {code} after {ran:.0f}s; "
-                                  f"restarting it in {delay}s, the rest keeps serving")
+        self.say("studio", RESET, f"{child.name} (pid {child.process.pid}) exited with code {code} after "
+                                  f"{ran:.0f}s; restarting it in {delay}s, the rest keeps serving")
         child.restart_at = time.monotonic() + delay
         return None
 

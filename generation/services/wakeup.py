@@ -19,8 +19,9 @@ PROCESS_QUEUE_TASK = "generation.tasks.process_queue"  # routed to the `gpu` que
 def wake_workers() -> None:
     try:
         current_app.send_task(PROCESS_QUEUE_TASK)
-    except Exception as error:  # broker down: a worker drains the queue when it (re)starts, beat's sweep wakes it
-        logger.warning("Could not wake a worker (%s: %s); the job waits in the database", type(error).__name__, error)
+    except Exception as error:  # broker down: a worker drains the queue when it (re)starts; beat wakes it
+        logger.warning("Could not wake a worker (%s: %s); the job waits in the database",
+                       type(error).__name__, error)
 
 
 def wake_workers_in_background() -> None:

@@ -40,8 +40,10 @@ class SupervisedStudio:
             "STUDIO_PORT": str(self.port), "STUDIO_JOB_LEASE_SECONDS": str(LEASE_SECONDS),
         })
         with open(log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "studio.supervisor"], cwd=BASE_DIR, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "studio.supervisor"], cwd=BASE_DIR, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -62,7 +64,8 @@ class SupervisedStudio:
 def studio(tmp_path, request):
     running = SupervisedStudio(tmp_path / "supervisor.log")
     try:
-        wait_for(lambda: running.process.poll() is None and " ready." in running.log(), 120, "the worker to be ready")
+        wait_for(lambda: running.process.poll() is None and " ready." in running.log(), 120,
+                 "the worker to be ready")
         yield running
     finally:
         running.stop()

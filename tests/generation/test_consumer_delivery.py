@@ -26,7 +26,8 @@ async def open_socket(job, user):
 
 
 def progress_event(job, step):
-    return {"type": "job.progress", "job_id": str(job.pk), "step": step, "total_steps": 10, "elapsed": 0.5 * step,
+    return {"type": "job.progress", "job_id": str(job.pk), "step": step, "total_steps": 10,
+            "elapsed": 0.5 * step,
             "preview": None}
 
 

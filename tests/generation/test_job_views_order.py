@@ -28,9 +28,8 @@ def finished_job_of_four(user):
 def test_a_jobs_images_are_listed_in_the_order_asked_for_everywhere(client):
     user = make_user(credits=500)
     job = finished_job_of_four(user)
-    assert [image.seed for image in selectors.job_context(selectors.job_for_user(user, job.pk))["images"]] == [
-        100, 101, 102, 103
-    ]
+    context = selectors.job_context(selectors.job_for_user(user, job.pk))
+    assert [image.seed for image in context["images"]] == [100, 101, 102, 103]
     assert [image.seed for image in selectors.jobs_for_user(user)[0].images.all()] == [100, 101, 102, 103]
 
     client.force_login(user)
