@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Prefetch
+from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.db import connections
+from django.db.models import Count, Max, Min, Prefetch, Q
 
 from generation.engine.contracts import ModelInfo
 from generation.engine.model_info import read_model_info
@@ -101,3 +105,66 @@ def job_context(job: Job) -> dict:
     """What every rendering of a job needs (page, fragment, websocket message)."""
     images = sorted(job.images.all(), key=lambda image: image.index)
     return {"job": job, "images": images, "queue_position": queue_position(job)}
+
+
+# --- The gallery --------------------------------------------------------------------------------
+
+GALLERY_PAGE_SIZE = 24
+
+
+def gallery_sizes(user) -> list[tuple[int, int]]:
+    """The sizes (width, height) among a user's images: the gallery's size filter offers these."""
+    return list(
+        Image.objects.visible_to(user).order_by("width", "height").values_list("width", "height").distinct()
+    )
+
+
+def _prompt_has_all_words(images, words: list[str]):
+    """Every word must be in the prompt. PostgreSQL: full-text search, served by the GIN index of
+    migration 0003 (same expression); elsewhere a case-insensitive substring test per word."""
+    if not words:
+        return images
+    if connections[images.db].vendor == "postgresql":
+        vector = SearchVector("job__prompt", config="english")
+        query = SearchQuery(" ".join(words), config="english", search_type="plain")
+        return images.alias(prompt_search=vector).filter(prompt_search=query)
+    for word in words:
+        images = images.filter(job__prompt__icontains=word)
+    return images
+
+
+def gallery_page(
+    user, *, words: list[str] = (), sampler: str | None = None, size: tuple[int, int] | None = None,
+    favourites_only: bool = False, created_from: datetime | None = None,
+    created_before: datetime | None = None, oldest_first: bool = False,
+    after: tuple[datetime, uuid.UUID] | None = None, limit: int = GALLERY_PAGE_SIZE,
+) -> tuple[list[Image], tuple[datetime, uuid.UUID] | None]:
+    """One page of a user's images and the keyset position of the next page (None at the end).
+
+    Keyset paging on (created_at, id), never OFFSET: a page costs the same however deep it is, and
+    images arriving meanwhile neither repeat nor skip anything. One query whatever the page size.
+    """
+    images = Image.objects.visible_to(user).select_related("job")
+    images = _prompt_has_all_words(images, list(words))
+    if sampler:
+        images = images.filter(job__sampler=sampler)
+    if size:
+        images = images.filter(width=size[0], height=size[1])
+    if favourites_only:
+        images = images.filter(favourite=True)
+    if created_from:
+        images = images.filter(created_at__gte=created_from)
+    if created_before:
+        images = images.filter(created_at__lt=created_before)
+    if after:
+        at, image_id = after
+        if oldest_first:
+            images = images.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=image_id))
+        else:
+            images = images.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=image_id))
+    order = ["created_at", "id"] if oldest_first else ["-created_at", "-id"]
+    page = list(images.order_by(*order)[: limit + 1])
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    return page, (page[-1].created_at, page[-1].id)

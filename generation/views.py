@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
@@ -14,6 +17,7 @@ from billing.services import InsufficientCredits
 from generation import selectors, services
 from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
+from generation.gallery_forms import GalleryForm, encode_cursor
 from generation.models import Image, Job
 
 
@@ -139,7 +143,8 @@ def job_cancel(request: HttpRequest, job_id) -> HttpResponse:
 @require_GET
 def image_detail(request: HttpRequest, image_id) -> HttpResponse:
     image = _get_image(request, image_id)
-    return render(request, "generation/image_detail.html", {"image": image, "job": image.job})
+    context = {"image": image, "job": image.job, "here": request.get_full_path()}
+    return render(request, "generation/image_detail.html", context)
 
 
 def _serve(name: str, content_type: str, *, download_name: str | None = None) -> FileResponse:
@@ -166,3 +171,80 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
 def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
     image = _get_image(request, image_id)
     return _serve(image.thumbnail.name or image.file.name, "image/webp" if image.thumbnail else "image/png")
+
+
+# --- The gallery ------------------------------------------------------------------------------------
+
+def _gallery_next_url(request: HttpRequest, form: GalleryForm, next_after) -> str | None:
+    if next_after is None:
+        return None
+    query = request.GET.copy()
+    query["after"] = encode_cursor(*next_after)
+    return f"{reverse('generation:gallery')}?{query.urlencode()}"
+
+
+def _gallery_first_page_url(request: HttpRequest, form: GalleryForm) -> str | None:
+    if not form.cleaned_data["after"]:
+        return None
+    query = request.GET.copy()
+    query.pop("after")
+    return f"{reverse('generation:gallery')}?{query.urlencode()}"
+
+
+@login_required
+@require_GET
+def gallery(request: HttpRequest) -> HttpResponse:
+    """All my images, newest first, a page at a time; the sentinel tile of each page fetches the
+    next one (htmx), or is a plain "Load more" link."""
+    form = GalleryForm(request.GET, sizes=selectors.gallery_sizes(request.user))
+    if not form.is_valid():
+        return render(request, "generation/gallery.html", {"form": form, "images": []}, status=400)
+    images, next_after = selectors.gallery_page(request.user, **form.filters())
+    context = {
+        "form": form, "images": images, "next_url": _gallery_next_url(request, form, next_after),
+        "here": request.get_full_path(), "first_page_url": _gallery_first_page_url(request, form),
+    }
+    if request.htmx:
+        return render(request, "generation/_gallery_page.html", context)
+    return render(request, "generation/gallery.html", context)
+
+
+def _back_to(request: HttpRequest, fallback: str) -> str:
+    """The page a plain form came from (`next`), if it is ours; else `fallback`."""
+    target = request.POST.get("next", "")
+    ours = {request.get_host()}
+    if url_has_allowed_host_and_scheme(target, allowed_hosts=ours, require_https=request.is_secure()):
+        return target
+    return fallback
+
+
+@login_required
+@require_POST
+def image_favourite(request: HttpRequest, image_id) -> HttpResponse:
+    image = _get_image(request, image_id)
+    value = request.POST.get("favourite")
+    if value not in ("1", "0"):
+        return HttpResponseBadRequest("favourite must be 1 or 0.")
+    image = services.image_set_favourite(image=image, favourite=value == "1")
+    if request.htmx:
+        context = {"image": image, "here": request.POST.get("next", "")}
+        return render(request, "generation/_gallery_favourite.html", context)
+    return redirect(_back_to(request, reverse("generation:image_detail", args=[image.pk])))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def image_delete(request: HttpRequest, image_id) -> HttpResponse:
+    """GET, or a POST without `confirm`: the confirmation page. A POST with confirm=yes deletes."""
+    image = _get_image(request, image_id)
+    if request.method == "GET" or request.POST.get("confirm") != "yes":
+        back = request.POST.get("next") or request.GET.get("next", "")
+        context = {"image": image, "job": image.job, "next": back}
+        return render(request, "generation/gallery_confirm_delete.html", context)
+    services.image_delete(image=image)
+    if request.htmx:
+        return HttpResponse("")  # the tile swaps itself out
+    messages.success(request, "Image deleted.")
+    fallback = reverse("generation:gallery")
+    target = _back_to(request, fallback)
+    return redirect(fallback if str(image.pk) in target else target)

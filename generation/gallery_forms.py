@@ -1,0 +1,95 @@
+"""The gallery's query string, parsed by a form: a bad value is a 400 with a message, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+
+from django import forms
+from django.core.validators import MaxValueValidator
+from django.utils import timezone
+
+from generation.engine.contracts import SAMPLERS
+
+SORTS = {"newest": "Newest first", "oldest": "Oldest first"}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_SEARCH_WORDS = 12
+
+
+def encode_cursor(created_at: datetime, image_id: uuid.UUID) -> str:
+    """The keyset position after one image: microseconds since the epoch and the image id."""
+    micros = (created_at - EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{image_id.hex}"
+
+
+def decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    micros, _, hex_id = value.partition(".")
+    if not (micros.isascii() and micros.isdigit() and len(micros) <= 17):
+        raise ValueError("bad cursor time")
+    return EPOCH + timedelta(microseconds=int(micros)), uuid.UUID(hex=hex_id)
+
+
+def _start_of_day(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+class GalleryForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search prompts")
+    sampler = forms.ChoiceField(required=False, choices=[("", "Any sampler"), *SAMPLERS.items()])
+    size = forms.ChoiceField(required=False, choices=[])
+    favourites = forms.BooleanField(required=False, label="Favourites only")
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}),
+        validators=[MaxValueValidator(date.max - timedelta(days=1), "Choose an earlier “to” date.")],
+    )
+    sort = forms.ChoiceField(required=False, choices=list(SORTS.items()))
+    after = forms.CharField(required=False, max_length=60, widget=forms.HiddenInput)
+
+    def __init__(self, *args, sizes: list[tuple[int, int]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["size"].choices = [("", "Any size"), *((f"{w}x{h}", f"{w}×{h}") for w, h in sizes)]
+
+    def clean_q(self) -> list[str]:
+        words = self.cleaned_data["q"].split()
+        if len(words) > MAX_SEARCH_WORDS:
+            raise forms.ValidationError(f"Search with at most {MAX_SEARCH_WORDS} words.")
+        return words
+
+    def clean_size(self) -> tuple[int, int] | None:
+        value = self.cleaned_data["size"]
+        if not value:
+            return None
+        width, height = value.split("x")
+        return int(width), int(height)
+
+    def clean_after(self) -> tuple[datetime, uuid.UUID] | None:
+        value = self.cleaned_data["after"]
+        if not value:
+            return None
+        try:
+            return decode_cursor(value)
+        except (ValueError, OverflowError):
+            message = "This “load more” link is broken: start again from the first page."
+            raise forms.ValidationError(message) from None
+
+    def clean(self) -> dict:
+        data = super().clean()
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            raise forms.ValidationError("The “from” date must not be after the “to” date.")
+        return data
+
+    def filters(self) -> dict:
+        """Keyword arguments for selectors.gallery_page."""
+        data = self.cleaned_data
+        return {
+            "words": data["q"],
+            "sampler": data["sampler"] or None,
+            "size": data["size"],
+            "favourites_only": data["favourites"],
+            "created_from": _start_of_day(data["date_from"]) if data["date_from"] else None,
+            "created_before": _start_of_day(data["date_to"] + timedelta(days=1)) if data["date_to"] else None,
+            "oldest_first": data["sort"] == "oldest",
+            "after": data["after"],
+        }
