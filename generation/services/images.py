@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from generation.models import Image
-from generation.services.jobs import _delete_files
+from generation.services.files import files_delete_on_commit
 
 
 @transaction.atomic
@@ -23,6 +23,6 @@ def image_delete(*, image: Image) -> None:
     locked = Image.objects.select_for_update().filter(pk=image.pk).first()
     if locked is None:
         return
-    files = [name for name in (locked.file.name, locked.thumbnail.name) if name]
+    files = [locked.file.name, locked.thumbnail.name]
     locked.delete()
-    transaction.on_commit(lambda: _delete_files(files))
+    files_delete_on_commit(files)

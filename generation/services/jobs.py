@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,8 +13,7 @@ from generation import events
 from generation.models import Job, JobNotDeletable, JobState
 from generation.selectors import model_info
 from generation.services import wakeup
-
-logger = logging.getLogger(__name__)
+from generation.services.files import files_delete_on_commit
 
 
 class TooManyActiveJobs(Exception):
@@ -96,14 +92,6 @@ def job_delete(*, job: Job) -> None:
         raise JobNotDeletable(f"This job is {locked.get_state_display().lower()}: cancel it first.")
     if billing_selectors.subject_has_open_hold(subject=locked.billing_subject):
         raise JobNotDeletable("This job still has credits on hold; run `manage.py billing_check`.")
-    files = [name for image in locked.images.all() for name in (image.file.name, image.thumbnail.name) if name]
+    files = [name for image in locked.images.all() for name in (image.file.name, image.thumbnail.name)]
     locked.delete()
-    transaction.on_commit(lambda: _delete_files(files))
-
-
-def _delete_files(names: list[str]) -> None:
-    for name in names:
-        try:
-            default_storage.delete(name)
-        except Exception:  # a missing file or a storage hiccup leaves an orphan file, never a 500
-            logger.warning("Could not delete %s", name, exc_info=True)
+    files_delete_on_commit(files)
