@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_stack import BASE_DIR, LiveStack, database_url_for, stack_environment
+from tests.live_stack import BASE_DIR
 
 CHROMIUM = os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -80,20 +80,10 @@ def orm():
 
 @pytest.fixture(scope="module")
 def shared_live_stack(request, django_db_setup, django_db_blocker):
-    from django.db import connection
+    from tests.e2e.conftest import running_stack
 
-    from tests.e2e.conftest import E2E_ENV
-
-    with django_db_blocker.unblock():
-        env = stack_environment(database_url=database_url_for(connection.settings_dict), overrides=E2E_ENV)
-    stack = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / request.module.__name__)
-    try:
-        stack.start_web()
-        stack.start_worker()
-        stack.start_beat()
+    with django_db_blocker.unblock(), running_stack(request.module.__name__) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,11 @@ E2E_ENV = {
 }
 
 
-@pytest.fixture
-def live_stack(transactional_db, request, tmp_path):
+@contextmanager
+def running_stack(name: str) -> Iterator[LiveStack]:
+    """daphne, one worker and beat on the test database, with the e2e lease and sweep settings."""
     env = stack_environment(database_url=database_url_for(connection.settings_dict), overrides=E2E_ENV)
-    stack = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / request.node.name)
+    stack = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / name)
     try:
         stack.start_web()
         stack.start_worker()
@@ -30,8 +33,16 @@ def live_stack(transactional_db, request, tmp_path):
         yield stack
     finally:
         stack.stop()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(stack.logs())
+
+
+@pytest.fixture
+def live_stack(transactional_db, request, tmp_path):
+    with running_stack(request.node.name) as stack:
+        try:
+            yield stack
+        finally:
+            if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+                print(stack.logs())
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

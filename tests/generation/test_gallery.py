@@ -63,107 +63,99 @@ def all_pages(client, url: str, *, htmx: bool = True) -> list[list[str]]:
         response = client.get(url, **headers)
 
 
-@pytest.fixture
-def user_client(client):
-    user = make_user(credits=100)
-    client.force_login(user)
-    client.user = user
-    return client
-
-
 # --- Paging -------------------------------------------------------------------------------------
 
-def test_gallery_pages_cover_every_image_once_newest_first_even_with_equal_timestamps(user_client):
+def test_gallery_pages_cover_every_image_once_newest_first_even_with_equal_timestamps(client_with_credits):
     for _ in range(13):
-        make_job_with_images(user_client.user, count=4)  # 52 images: three pages of 24
+        make_job_with_images(client_with_credits.user, count=4)  # 52 images: three pages of 24
     same_moment = timezone.now() - timedelta(days=1)
     tied = list(Image.objects.order_by("?").values_list("pk", flat=True)[:30])
     Image.objects.filter(pk__in=tied).update(created_at=same_moment)  # time alone would skip some
 
-    pages = all_pages(user_client, GALLERY)
+    pages = all_pages(client_with_credits, GALLERY)
     seen = [image_id for page in pages for image_id in page]
     assert [len(page) for page in pages] == [24, 24, 4]
     expected = [str(pk) for pk in Image.objects.order_by("-created_at", "-id").values_list("pk", flat=True)]
     assert seen == expected
 
 
-def test_oldest_first_and_the_plain_load_more_link_page_without_javascript(user_client):
+def test_oldest_first_and_the_plain_load_more_link_page_without_javascript(client_with_credits):
     for _ in range(7):
-        make_job_with_images(user_client.user, count=4)
-    pages = all_pages(user_client, GALLERY + "?sort=oldest", htmx=False)
+        make_job_with_images(client_with_credits.user, count=4)
+    pages = all_pages(client_with_credits, GALLERY + "?sort=oldest", htmx=False)
     seen = [image_id for page in pages for image_id in page]
     assert seen == [str(pk) for pk in Image.objects.order_by("created_at", "id").values_list("pk", flat=True)]
-    html = user_client.get(GALLERY + "?sort=oldest").content.decode()
+    html = client_with_credits.get(GALLERY + "?sort=oldest").content.decode()
     assert 'class="btn" href="/gallery/?sort=oldest&amp;after=' in html  # "Load more" keeps the filters
 
 
-def test_a_later_page_does_not_use_offset_and_images_added_meanwhile_do_not_shift_it(user_client):
+def test_a_later_page_does_not_use_offset_and_images_added_meanwhile_do_not_shift_it(client_with_credits):
     for _ in range(7):
-        make_job_with_images(user_client.user, count=4)
-    first = user_client.get(GALLERY).content.decode()
-    make_job_with_images(user_client.user, count=4)  # new images arrive at the top
-    second = user_client.get(next_url(first), HTTP_HX_REQUEST="true").content.decode()
+        make_job_with_images(client_with_credits.user, count=4)
+    first = client_with_credits.get(GALLERY).content.decode()
+    make_job_with_images(client_with_credits.user, count=4)  # new images arrive at the top
+    second = client_with_credits.get(next_url(first), HTTP_HX_REQUEST="true").content.decode()
     assert not set(tile_ids(first)) & set(tile_ids(second))
     assert len(tile_ids(first)) + len(tile_ids(second)) == 28
 
 
-def test_the_htmx_page_is_only_tiles_and_the_next_sentinel(user_client):
+def test_the_htmx_page_is_only_tiles_and_the_next_sentinel(client_with_credits):
     for _ in range(7):
-        make_job_with_images(user_client.user, count=4)
-    first = user_client.get(GALLERY).content.decode()
-    fragment = user_client.get(next_url(first), HTTP_HX_REQUEST="true").content.decode()
+        make_job_with_images(client_with_credits.user, count=4)
+    first = client_with_credits.get(GALLERY).content.decode()
+    fragment = client_with_credits.get(next_url(first), HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in fragment and len(tile_ids(fragment)) == 4 and next_url(fragment) is None
 
 
-def test_gallery_runs_a_constant_number_of_queries(user_client, django_assert_max_num_queries):
-    make_job_with_images(user_client.user, count=2)
+def test_gallery_runs_a_constant_number_of_queries(client_with_credits, django_assert_max_num_queries):
+    make_job_with_images(client_with_credits.user, count=2)
     with django_assert_max_num_queries(12) as few:
-        user_client.get(GALLERY)
+        client_with_credits.get(GALLERY)
     for _ in range(10):
-        make_job_with_images(user_client.user, count=4)
+        make_job_with_images(client_with_credits.user, count=4)
     with django_assert_max_num_queries(len(few.captured_queries)):
-        user_client.get(GALLERY)
+        client_with_credits.get(GALLERY)
 
 
 # --- Search and filters -------------------------------------------------------------------------
 
-def test_search_needs_every_word_case_insensitively(user_client):
-    both = make_job_with_images(user_client.user, prompt="A Lighthouse under a stormy sky").images.get()
-    make_job_with_images(user_client.user, prompt="a lighthouse at noon")
-    make_job_with_images(user_client.user, prompt="a stormy ocean")
-    html = user_client.get(GALLERY, {"q": "stormy LIGHTHOUSE"}).content.decode()
+def test_search_needs_every_word_case_insensitively(client_with_credits):
+    both = make_job_with_images(client_with_credits.user, prompt="A Lighthouse under a stormy sky").images.get()
+    make_job_with_images(client_with_credits.user, prompt="a lighthouse at noon")
+    make_job_with_images(client_with_credits.user, prompt="a stormy ocean")
+    html = client_with_credits.get(GALLERY, {"q": "stormy LIGHTHOUSE"}).content.decode()
     assert tile_ids(html) == [str(both.pk)]
-    assert len(tile_ids(user_client.get(GALLERY, {"q": "lighthouse"}).content.decode())) == 2
-    assert tile_ids(user_client.get(GALLERY, {"q": "volcano"}).content.decode()) == []
+    assert len(tile_ids(client_with_credits.get(GALLERY, {"q": "lighthouse"}).content.decode())) == 2
+    assert tile_ids(client_with_credits.get(GALLERY, {"q": "volcano"}).content.decode()) == []
 
 
-def test_sampler_size_and_favourite_filters(user_client):
-    user = user_client.user
+def test_sampler_size_and_favourite_filters(client_with_credits):
+    user = client_with_credits.user
     euler = make_job_with_images(user, sampler="euler").images.get()
     ddim_wide = make_job_with_images(user, sampler="ddim", width=96, height=64).images.get()
     starred = make_job_with_images(user, sampler="ddim").images.get()
     services.image_set_favourite(image=starred, favourite=True)
 
     def ids(**query):
-        return set(tile_ids(user_client.get(GALLERY, query).content.decode()))
+        return set(tile_ids(client_with_credits.get(GALLERY, query).content.decode()))
 
     assert ids(sampler="euler") == {str(euler.pk)}
     assert ids(sampler="ddim") == {str(ddim_wide.pk), str(starred.pk)}
     assert ids(size="96x64") == {str(ddim_wide.pk)}
     assert ids(size="64x64", sampler="ddim") == {str(starred.pk)}
     assert ids(favourites="on") == {str(starred.pk)}
-    assert '<option value="96x64">96×64</option>' in user_client.get(GALLERY).content.decode()
+    assert '<option value="96x64">96×64</option>' in client_with_credits.get(GALLERY).content.decode()
 
 
-def test_date_range_includes_both_days(user_client):
-    old, middle, new = (make_job_with_images(user_client.user).images.get() for _ in range(3))
+def test_date_range_includes_both_days(client_with_credits):
+    old, middle, new = (make_job_with_images(client_with_credits.user).images.get() for _ in range(3))
     now = timezone.now()
     for image, days_ago in ((old, 10), (middle, 5), (new, 0)):
         Image.objects.filter(pk=image.pk).update(created_at=now - timedelta(days=days_ago))
     day = lambda days_ago: (now - timedelta(days=days_ago)).date().isoformat()  # noqa: E731
 
     def ids(**query):
-        return set(tile_ids(user_client.get(GALLERY, query).content.decode()))
+        return set(tile_ids(client_with_credits.get(GALLERY, query).content.decode()))
 
     assert ids(date_from=day(5), date_to=day(5)) == {str(middle.pk)}
     assert ids(date_from=day(6)) == {str(middle.pk), str(new.pk)}
@@ -185,9 +177,9 @@ def test_date_range_includes_both_days(user_client):
     ({"q": "x " * 13}, "at most 12 words"),
     ({"q": "x" * 201}, "at most 200 characters"),
 ])
-def test_bad_filter_values_answer_400_with_a_message(user_client, query, message):
-    make_job_with_images(user_client.user)
-    response = user_client.get(GALLERY, query)
+def test_bad_filter_values_answer_400_with_a_message(client_with_credits, query, message):
+    make_job_with_images(client_with_credits.user)
+    response = client_with_credits.get(GALLERY, query)
     assert response.status_code == 400
     assert message in response.content.decode()
 
@@ -199,78 +191,78 @@ def test_gallery_needs_login(client):
 
 # --- Favourite --------------------------------------------------------------------------------------
 
-def test_favourite_toggles_by_htmx_and_by_plain_post(user_client):
-    image = make_job_with_images(user_client.user).images.get()
+def test_favourite_toggles_by_htmx_and_by_plain_post(client_with_credits):
+    image = make_job_with_images(client_with_credits.user).images.get()
     url = reverse("generation:image_favourite", args=[image.pk])
-    response = user_client.post(url, {"favourite": "1"}, HTTP_HX_REQUEST="true")
+    response = client_with_credits.post(url, {"favourite": "1"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and 'aria-pressed="true"' in response.content.decode()
     assert Image.objects.get(pk=image.pk).favourite is True
-    response = user_client.post(url, {"favourite": "0", "next": GALLERY + "?q=red"})
+    response = client_with_credits.post(url, {"favourite": "0", "next": GALLERY + "?q=red"})
     assert response.status_code == 302 and response["Location"] == GALLERY + "?q=red"
     assert Image.objects.get(pk=image.pk).favourite is False
-    response = user_client.post(url, {"favourite": "1", "next": "https://evil.example/"})
+    response = client_with_credits.post(url, {"favourite": "1", "next": "https://evil.example/"})
     assert response["Location"] == reverse("generation:image_detail", args=[image.pk])
 
 
-def test_favourite_refuses_a_bad_value_and_a_get(user_client):
-    image = make_job_with_images(user_client.user).images.get()
+def test_favourite_refuses_a_bad_value_and_a_get(client_with_credits):
+    image = make_job_with_images(client_with_credits.user).images.get()
     url = reverse("generation:image_favourite", args=[image.pk])
-    assert user_client.post(url, {"favourite": "maybe"}).status_code == 400
-    assert user_client.get(url).status_code == 405
+    assert client_with_credits.post(url, {"favourite": "maybe"}).status_code == 400
+    assert client_with_credits.get(url).status_code == 405
     assert Image.objects.get(pk=image.pk).favourite is False
 
 
-def test_image_page_offers_favourite_and_delete(user_client):
-    image = make_job_with_images(user_client.user).images.get()
-    html = user_client.get(reverse("generation:image_detail", args=[image.pk])).content.decode()
+def test_image_page_offers_favourite_and_delete(client_with_credits):
+    image = make_job_with_images(client_with_credits.user).images.get()
+    html = client_with_credits.get(reverse("generation:image_detail", args=[image.pk])).content.decode()
     assert reverse("generation:image_favourite", args=[image.pk]) in html
     assert reverse("generation:image_delete", args=[image.pk]) in html
 
 
 # --- Delete -------------------------------------------------------------------------------------
 
-def test_a_plain_delete_post_asks_first_and_deletes_nothing(user_client):
-    image = make_job_with_images(user_client.user).images.get()
-    response = user_client.post(reverse("generation:image_delete", args=[image.pk]))
+def test_a_plain_delete_post_asks_first_and_deletes_nothing(client_with_credits):
+    image = make_job_with_images(client_with_credits.user).images.get()
+    response = client_with_credits.post(reverse("generation:image_delete", args=[image.pk]))
     assert response.status_code == 200 and "Delete this image?" in response.content.decode()
     assert Image.objects.filter(pk=image.pk).exists()
 
 
-def test_delete_removes_the_files_and_answers_404_at_once(user_client, django_capture_on_commit_callbacks):
-    job = make_job_with_images(user_client.user, count=2)
+def test_delete_removes_the_files_and_answers_404_at_once(client_with_credits, django_capture_on_commit_callbacks):
+    job = make_job_with_images(client_with_credits.user, count=2)
     image, other = job.images.order_by("index")
     files = [image.file.name, image.thumbnail.name]
     with django_capture_on_commit_callbacks(execute=True):
-        response = user_client.post(reverse("generation:image_delete", args=[image.pk]), {"confirm": "yes"})
+        response = client_with_credits.post(reverse("generation:image_delete", args=[image.pk]), {"confirm": "yes"})
     assert response.status_code == 302 and response["Location"] == GALLERY
     assert not any(default_storage.exists(name) for name in files)
     assert default_storage.exists(other.file.name) and default_storage.exists(other.thumbnail.name)
     for name in ("image_detail", "image_file", "image_thumbnail"):
-        assert user_client.get(reverse(f"generation:{name}", args=[image.pk])).status_code == 404, name
+        assert client_with_credits.get(reverse(f"generation:{name}", args=[image.pk])).status_code == 404, name
 
 
 def test_deleting_the_last_image_leaves_the_job_page_saying_so(
-    user_client, django_capture_on_commit_callbacks,
+    client_with_credits, django_capture_on_commit_callbacks,
 ):
-    job = make_job_with_images(user_client.user)
+    job = make_job_with_images(client_with_credits.user)
     with django_capture_on_commit_callbacks(execute=True):
-        response = user_client.post(reverse("generation:image_delete", args=[job.images.get().pk]),
+        response = client_with_credits.post(reverse("generation:image_delete", args=[job.images.get().pk]),
                                     {"confirm": "yes"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and response.content == b""
-    html = user_client.get(reverse("generation:job_detail", args=[job.pk])).content.decode()
+    html = client_with_credits.get(reverse("generation:job_detail", args=[job.pk])).content.decode()
     assert "Images deleted" in html
 
 
-def test_deleting_an_image_never_touches_credits(user_client, django_capture_on_commit_callbacks):
-    job = submit_job(user_client.user)
+def test_deleting_an_image_never_touches_credits(client_with_credits, django_capture_on_commit_callbacks):
+    job = submit_job(client_with_credits.user)
     lease = services.job_claim_next(worker_id="w")
     png = default_storage.save(f"images/{job.pk}/0.png", ContentFile(b"\x89PNG fake"))
     services.job_succeed(lease=lease, engine_seconds=1, images=[services.StoredImage(
         index=0, seed=42, width=64, height=64, file_name=png, thumbnail_name="", infotext="x")])
-    balance, entries = wallet_balance(user=user_client.user), LedgerEntry.objects.count()
+    balance, entries = wallet_balance(user=client_with_credits.user), LedgerEntry.objects.count()
     with django_capture_on_commit_callbacks(execute=True):
         services.image_delete(image=Image.objects.get(job=job))
-    assert wallet_balance(user=user_client.user) == balance == (100 - job.cost, 0)
+    assert wallet_balance(user=client_with_credits.user) == balance == (100 - job.cost, 0)
     assert LedgerEntry.objects.count() == entries
     assert not default_storage.exists(png)
 
@@ -304,10 +296,10 @@ ON_POSTGRESQL = connection.vendor == "postgresql"
 
 
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="PostgreSQL full-text search (CI's PostgreSQL pass)")
-def test_postgresql_searches_prompts_with_full_text_search_and_its_gin_index(user_client):
-    lighthouse = make_job_with_images(user_client.user, prompt="Lighthouses under stormy skies").images.get()
-    make_job_with_images(user_client.user, prompt="a lighthouse at noon")
-    images, _ = selectors.gallery_page(user_client.user, words=["stormy", "LIGHTHOUSE"])
+def test_postgresql_searches_prompts_with_full_text_search_and_its_gin_index(client_with_credits):
+    lighthouse = make_job_with_images(client_with_credits.user, prompt="Lighthouses under stormy skies").images.get()
+    make_job_with_images(client_with_credits.user, prompt="a lighthouse at noon")
+    images, _ = selectors.gallery_page(client_with_credits.user, words=["stormy", "LIGHTHOUSE"])
     assert [image.pk for image in images] == [lighthouse.pk]  # stems match: "lighthouse" finds "Lighthouses"
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'job_prompt_search_idx'")
