@@ -51,7 +51,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
             f"You already have {active} jobs waiting or running; wait for one to finish or cancel one."
         )
     info = model_info()
-    cost = billing.job_price(width=width, height=height, steps=steps, num_images=num_images, model_name=info.name)
+    cost = job_cost(width=width, height=height, steps=steps, num_images=num_images)
     job = Job.objects.create(
         user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
         guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
