@@ -1,6 +1,9 @@
-"""What the studio remembers about each sign-up, to keep free credits hard to farm."""
+"""Who people are in the studio: their sign-ups (to keep free credits hard to farm), their teams,
+roles and invitations."""
 
 from __future__ import annotations
+
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -28,3 +31,90 @@ class Signup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} from {self.address}"
+
+
+# --- Teams ---------------------------------------------------------------------------------------
+
+class TeamRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+# What each role may do grows with its rank: a viewer looks, a member also makes and shares,
+# an admin also manages people, money and anything in the team gallery, the owner also transfers
+# ownership. accounts.permissions turns ranks into answers.
+ROLE_RANK = {TeamRole.VIEWER: 0, TeamRole.MEMBER: 1, TeamRole.ADMIN: 2, TeamRole.OWNER: 3}
+
+
+class Team(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A user's place in a team. A team has exactly one owner: at most one by the constraint,
+    at least one because only accounts.services changes roles, and it never leaves a team without."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=TeamRole.choices)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["team", "joined_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="membership_one_per_team_and_user"),
+            models.UniqueConstraint(fields=["team"], condition=models.Q(role="owner"), name="team_one_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+    @property
+    def rank(self) -> int:
+        return ROLE_RANK[self.role]
+
+
+class Invitation(models.Model):
+    """A single-use, expiring invitation to a team, for one email address.
+
+    Only a SHA-256 of the link's token is stored: a leaked database row cannot be turned into
+    a working link.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=TeamRole.choices)
+    token_hash = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(role="owner"), name="invitation_never_for_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation of {self.email} to {self.team}"

@@ -18,8 +18,7 @@ from django.db.models import F, Q
 class Wallet(models.Model):
     """Cached balances; they always equal the sums of the wallet's ledger entries.
 
-    A wallet belongs to exactly one owner. Today that is a user; a team wallet will add a
-    nullable `owner_team` and widen `wallet_has_exactly_one_owner` to "exactly one of the two".
+    A wallet belongs to exactly one owner: a user or a team (`wallet_has_exactly_one_owner`).
     """
 
     owner_user = models.OneToOneField(
@@ -28,6 +27,9 @@ class Wallet(models.Model):
         blank=True,
         on_delete=models.PROTECT,  # money history outlives nothing: deactivate users, don't delete
         related_name="wallet",
+    )
+    owner_team = models.OneToOneField(
+        "accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="wallet"
     )
     available = models.BigIntegerField(default=0, help_text="Credits that can be spent now.")
     held = models.BigIntegerField(default=0, help_text="Credits reserved for queued or running jobs.")
@@ -38,10 +40,16 @@ class Wallet(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(available__gte=0), name="wallet_available_not_negative"),
             models.CheckConstraint(condition=Q(held__gte=0), name="wallet_held_not_negative"),
-            models.CheckConstraint(condition=Q(owner_user__isnull=False), name="wallet_has_exactly_one_owner"),
+            models.CheckConstraint(
+                condition=Q(owner_user__isnull=False, owner_team__isnull=True)
+                | Q(owner_user__isnull=True, owner_team__isnull=False),
+                name="wallet_has_exactly_one_owner",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.owner_team_id:
+            return f"Wallet of team {self.owner_team}"
         return f"Wallet of {self.owner_user}" if self.owner_user_id else f"Wallet {self.pk}"
 
 
@@ -53,6 +61,8 @@ class EntryKind(models.TextChoices):
     RELEASE = "release", "Released"
     REFUND = "refund", "Refund"
     ADJUST = "adjust", "Adjustment"
+    TRANSFER_IN = "transfer_in", "Transfer in"
+    TRANSFER_OUT = "transfer_out", "Transfer out"
 
 
 class LedgerEntryQuerySet(models.QuerySet):
@@ -74,6 +84,8 @@ class LedgerEntry(models.Model):
     capture:                 held -amount (spent)
     release:                 held -amount, available +amount
     adjust:                  available +/-amount (admin grant or revoke)
+    transfer_out, transfer_in: available -amount on one wallet, +amount on the other, one
+                             transaction, keys `transfer:<id>:out` / `transfer:<id>:in`
 
     Holds (reserve, capture, release) and refunds name their `subject`: an opaque string chosen by
     whoever spends (generation uses `job:<uuid>`), so billing needs no table of any spender.
@@ -101,6 +113,14 @@ class LedgerEntry(models.Model):
         db_index=True,
         help_text="What a hold is for, as its spender names it (e.g. job:<uuid>); billing knows no spender.",
     )
+    spender = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="On a team wallet's holds: the member who spent (per-member caps and usage).",
+    )
     payment = models.ForeignKey(
         "billing.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
     )
@@ -115,12 +135,14 @@ class LedgerEntry(models.Model):
         indexes = [
             models.Index(fields=["wallet", "-created_at"], name="ledger_wallet_recent_idx"),
             models.Index(fields=["kind", "created_at"], name="ledger_kind_day_idx"),
+            models.Index(fields=["wallet", "spender", "created_at"], name="ledger_member_usage_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="ledger_amount_not_negative"),
             models.CheckConstraint(
                 condition=(
-                    Q(kind__in=["grant", "purchase", "refund"], available_delta=F("amount"), held_delta=0)
+                    Q(kind__in=["grant", "purchase", "refund", "transfer_in"], available_delta=F("amount"), held_delta=0)
+                    | Q(kind="transfer_out", available_delta=-F("amount"), held_delta=0)
                     | Q(kind="reserve", available_delta=-F("amount"), held_delta=F("amount"))
                     | Q(kind="capture", available_delta=0, held_delta=-F("amount"))
                     | Q(kind="release", available_delta=F("amount"), held_delta=-F("amount"))
@@ -152,6 +174,27 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("The ledger is append-only: entries are never deleted.")
+
+
+class MemberCap(models.Model):
+    """An optional monthly limit on what one member may spend from a team's wallet (calendar
+    month, UTC), enforced when credits are reserved."""
+
+    team = models.ForeignKey("accounts.Team", on_delete=models.CASCADE, related_name="member_caps")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    monthly_credits = models.PositiveIntegerField()
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="member_cap_one_per_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team}: {self.monthly_credits}/month"
 
 
 class PriceSettings(models.Model):

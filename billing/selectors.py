@@ -14,6 +14,30 @@ from billing.models import CreditPack, EntryKind, LedgerEntry, Payment, Wallet
 from billing.subjects import subject_live_ids_function, subject_split
 
 
+def month_start(now: dt.datetime | None = None) -> dt.datetime:
+    """The first instant of the current calendar month, UTC: member caps count from here."""
+    now = now or timezone.now()
+    return now.astimezone(dt.timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def member_used_this_month(*, wallet_id: int, user_id: int, now: dt.datetime | None = None) -> int:
+    """Credits a member has committed from a team wallet this month: what they reserved since the
+    month began, less what those same holds gave back (releases, refunds). Open holds count, so a
+    member cannot queue past their cap."""
+    since = month_start(now)
+    reserves = LedgerEntry.objects.filter(
+        wallet_id=wallet_id, spender_id=user_id, kind=EntryKind.RESERVE, created_at__gte=since
+    )
+    reserved = reserves.aggregate(total=Sum("amount"))["total"] or 0
+    if not reserved:
+        return 0
+    returned = LedgerEntry.objects.filter(
+        wallet_id=wallet_id, kind__in=[EntryKind.RELEASE, EntryKind.REFUND],
+        subject__in=reserves.values("subject"),
+    ).aggregate(total=Sum("amount"))["total"] or 0
+    return reserved - returned
+
+
 def wallet_for_user(*, user) -> Wallet | None:
     return Wallet.objects.filter(owner_user_id=user.pk).first()
 

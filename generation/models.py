@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from accounts.selectors import team_ids_of
 from generation.engine.contracts import SAMPLERS, GenerationRequest
 
 
@@ -35,10 +36,11 @@ class JobNotDeletable(Exception):
 
 class JobQuerySet(models.QuerySet):
     def visible_to(self, user) -> JobQuerySet:
-        """Jobs a user may see: their own. Everyone else gets a 404."""
-        if not user.is_authenticated:
+        """Jobs a user may see: their own, and those made into a team gallery of theirs (any role).
+        Everyone else gets a 404."""
+        if not user.is_authenticated or not user.is_active:
             return self.none()
-        return self.filter(user=user)
+        return self.filter(Q(user=user) | Q(team_id__in=team_ids_of(user)))
 
     def active(self) -> JobQuerySet:
         return self.filter(state__in=[JobState.QUEUED, JobState.RUNNING])
@@ -68,6 +70,13 @@ class Job(models.Model):
     model_name = models.CharField(max_length=200)
     model_hash = models.CharField(max_length=64, blank=True)
     cost = models.PositiveIntegerField(default=0, help_text="Credits reserved for this job.")
+    # Where its images go (a team gallery, or the user's own when empty) and who pays.
+    team = models.ForeignKey(
+        "accounts.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    billed_to_team = models.BooleanField(
+        default=False, help_text="Paid from the team's wallet (the member's cap applies), not the user's."
+    )
 
     # Lease: who runs it and until when. An expired lease means the worker is presumed dead.
     lease_owner = models.CharField(max_length=200, blank=True)
@@ -95,6 +104,8 @@ class Job(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(num_images__gte=1) & Q(num_images__lte=4), name="job_num_images_1_4"),
             models.CheckConstraint(condition=Q(steps__gte=1) & Q(steps__lte=150), name="job_steps_1_150"),
+            models.CheckConstraint(condition=Q(billed_to_team=False) | Q(team__isnull=False),
+                                   name="job_billed_to_team_has_team"),
         ]
 
     def __str__(self) -> str:
@@ -130,16 +141,25 @@ class Job(models.Model):
 
 class ImageQuerySet(models.QuerySet):
     def visible_to(self, user) -> ImageQuerySet:
-        """Images a user may see: their own. Private images are never served to anyone else."""
-        if not user.is_authenticated:
+        """Images a user may see: their own, and those in a team gallery of theirs (any role).
+        Private images are never served to anyone else (public links go through ShareLink)."""
+        if not user.is_authenticated or not user.is_active:
             return self.none()
-        return self.filter(owner=user)
+        return self.filter(Q(owner=user) | Q(team_id__in=team_ids_of(user)))
+
+    def in_gallery_of(self, *, user=None, team=None) -> ImageQuerySet:
+        """One gallery: a user's own images (wherever they are shared) or one team's."""
+        return self.filter(team=team) if team is not None else self.filter(owner=user)
 
 
 class Image(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
+    # The team gallery it is in, if any. The creator stays its owner (and sees it in "My images").
+    team = models.ForeignKey(
+        "accounts.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="images"
+    )
     index = models.PositiveSmallIntegerField()
     seed = models.BigIntegerField()
     width = models.PositiveIntegerField()
@@ -157,6 +177,7 @@ class Image(models.Model):
         indexes = [
             # The gallery's keyset: one user's images by (created_at, id), either direction.
             models.Index(fields=["owner", "created_at", "id"], name="image_gallery_keyset_idx"),
+            models.Index(fields=["team", "created_at", "id"], name="image_team_gallery_keyset_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["job", "index"], name="image_unique_job_index"),
@@ -164,3 +185,156 @@ class Image(models.Model):
 
     def __str__(self) -> str:
         return f"Image {self.id}"
+
+
+# --- Collections, public links and their moderation -------------------------------------------------
+
+class CollectionQuerySet(models.QuerySet):
+    def visible_to(self, user) -> CollectionQuerySet:
+        """A user's own collections and those of their teams (any role)."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return self.filter(Q(owner_user=user) | Q(owner_team_id__in=team_ids_of(user)))
+
+
+class Collection(models.Model):
+    """A board: named references to images (an image may be in several). Belongs to one user or
+    one team; listing its images always goes through Image.objects.visible_to."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    owner_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="collections"
+    )
+    owner_team = models.ForeignKey(
+        "accounts.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="collections"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    images = models.ManyToManyField(Image, through="CollectionItem", related_name="collections")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = CollectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(owner_user__isnull=False, owner_team__isnull=True)
+                | Q(owner_user__isnull=True, owner_team__isnull=False),
+                name="collection_has_exactly_one_owner",
+            ),
+            models.UniqueConstraint(fields=["owner_user", "name"], condition=Q(owner_team__isnull=True),
+                                    name="collection_name_unique_per_user"),
+            models.UniqueConstraint(fields=["owner_team", "name"], condition=Q(owner_user__isnull=True),
+                                    name="collection_name_unique_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CollectionItem(models.Model):
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="items")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="collection_items")
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-added_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "image"], name="collection_item_once"),
+        ]
+
+
+class ShareLink(models.Model):
+    """A revocable public, read-only link to one image or one collection. The token (256 random
+    bits, URL-safe) is the only key; a revoked, expired or staff-hidden link answers 404."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    token = models.CharField(max_length=64, unique=True)
+    image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.CASCADE, related_name="share_links")
+    collection = models.ForeignKey(
+        Collection, null=True, blank=True, on_delete=models.CASCADE, related_name="share_links"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="share_links")
+    show_parameters = models.BooleanField(default=False, help_text="Show the prompt and parameters to viewers.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    hidden_at = models.DateTimeField(null=True, blank=True, help_text="Hidden by staff after a report.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(image__isnull=False, collection__isnull=True)
+                | Q(image__isnull=True, collection__isnull=False),
+                name="share_link_has_exactly_one_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Link to {'image ' + str(self.image_id) if self.image_id else 'collection ' + str(self.collection_id)}"
+
+
+class ReportReason(models.TextChoices):
+    ILLEGAL = "illegal", "Illegal content"
+    SEXUAL = "sexual", "Sexual content involving minors or without consent"
+    HARASSMENT = "harassment", "Harassment or hate"
+    COPYRIGHT = "copyright", "Copyright or trademark"
+    SPAM = "spam", "Spam or scam"
+    OTHER = "other", "Something else"
+
+
+class Report(models.Model):
+    """Someone viewing a public link says it should not be there. Staff review it."""
+
+    share_link = models.ForeignKey(ShareLink, null=True, on_delete=models.SET_NULL, related_name="reports")
+    # What was reported, kept even after the link or image is gone (the review record outlives them).
+    link_owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=16, choices=ReportReason.choices)
+    details = models.TextField(max_length=2000, blank=True)
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reporter_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Report {self.pk} ({self.reason})"
+
+
+class ModerationActionKind(models.TextChoices):
+    DISMISS = "dismiss", "Dismissed the report"
+    HIDE_LINK = "hide_link", "Hid the link"
+    DELETE_IMAGE = "delete_image", "Deleted the image"
+    SUSPEND_ACCOUNT = "suspend_account", "Suspended the account"
+
+
+class ModerationAction(models.Model):
+    """What staff did about a report: append-only, never edited (the audit trail)."""
+
+    report = models.ForeignKey(Report, null=True, on_delete=models.SET_NULL, related_name="actions")
+    kind = models.CharField(max_length=20, choices=ModerationActionKind.choices)
+    staff = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    summary = models.CharField(max_length=500, help_text="What was acted on, in words that outlive it.")
+    note = models.TextField(max_length=2000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.staff} ({self.created_at:%Y-%m-%d})"

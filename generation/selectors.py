@@ -44,7 +44,8 @@ def _images_in_order() -> Prefetch:
 
 
 def jobs_for_user(user, *, limit: int = 12):
-    return Job.objects.visible_to(user).prefetch_related(_images_in_order())[:limit]
+    """The user's own recent jobs (their history; teammates' jobs are in the team gallery)."""
+    return Job.objects.visible_to(user).filter(user=user).prefetch_related(_images_in_order())[:limit]
 
 
 def job_for_user(user, job_id) -> Job:
@@ -112,10 +113,15 @@ def job_context(job: Job) -> dict:
 GALLERY_PAGE_SIZE = 24
 
 
-def gallery_sizes(user) -> list[tuple[int, int]]:
-    """The sizes (width, height) among a user's images: the gallery's size filter offers these."""
+def gallery_images(user, *, team=None):
+    """The images of one gallery as `user` may see them: their own, or one team's."""
+    return Image.objects.visible_to(user).in_gallery_of(user=user, team=team)
+
+
+def gallery_sizes(user, *, team=None) -> list[tuple[int, int]]:
+    """The sizes (width, height) among a gallery's images: its size filter offers these."""
     return list(
-        Image.objects.visible_to(user).order_by("width", "height").values_list("width", "height").distinct()
+        gallery_images(user, team=team).order_by("width", "height").values_list("width", "height").distinct()
     )
 
 
@@ -138,13 +144,18 @@ def gallery_page(
     favourites_only: bool = False, created_from: datetime | None = None,
     created_before: datetime | None = None, oldest_first: bool = False,
     after: tuple[datetime, uuid.UUID] | None = None, limit: int = GALLERY_PAGE_SIZE,
+    team=None, collection=None,
 ) -> tuple[list[Image], tuple[datetime, uuid.UUID] | None]:
     """One page of a user's images and the keyset position of the next page (None at the end).
 
     Keyset paging on (created_at, id), never OFFSET: a page costs the same however deep it is, and
     images arriving meanwhile neither repeat nor skip anything. One query whatever the page size.
+    `team` picks a team gallery instead of the user's own; `collection` keeps only the images in
+    it (the caller checked that the user can see the collection).
     """
-    images = Image.objects.visible_to(user).select_related("job")
+    images = gallery_images(user, team=team).select_related("job", "owner")
+    if collection is not None:
+        images = images.filter(collection_items__collection=collection)
     images = _prompt_has_all_words(images, list(words))
     if sampler:
         images = images.filter(job__sampler=sampler)

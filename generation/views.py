@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from billing.services import InsufficientCredits
-from generation import selectors, services
+from generation import permissions, selectors, services
 from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
 from generation.gallery_forms import GalleryForm, encode_cursor
@@ -133,7 +133,10 @@ def job_panel(request: HttpRequest, job_id) -> HttpResponse:
 @login_required
 @require_POST
 def job_cancel(request: HttpRequest, job_id) -> HttpResponse:
-    job = services.job_cancel(job=_get_job(request, job_id))
+    job = _get_job(request, job_id)
+    if not permissions.can_cancel_job(request.user, job):
+        raise PermissionDenied("Only its creator or a team admin can cancel this job.")
+    job = services.job_cancel(job=job)
     if request.htmx:
         return render(request, "generation/_job_panel.html", selectors.job_context(job))
     return redirect("generation:job_detail", job_id=job.pk)
@@ -222,6 +225,8 @@ def _back_to(request: HttpRequest, fallback: str) -> str:
 @require_POST
 def image_favourite(request: HttpRequest, image_id) -> HttpResponse:
     image = _get_image(request, image_id)
+    if not permissions.can_change_image(request.user, image):
+        raise PermissionDenied("Only the image's creator can favourite it.")
     value = request.POST.get("favourite")
     if value not in ("1", "0"):
         return HttpResponseBadRequest("favourite must be 1 or 0.")
@@ -237,6 +242,8 @@ def image_favourite(request: HttpRequest, image_id) -> HttpResponse:
 def image_delete(request: HttpRequest, image_id) -> HttpResponse:
     """GET, or a POST without `confirm`: the confirmation page. A POST with confirm=yes deletes."""
     image = _get_image(request, image_id)
+    if not permissions.can_delete_image(request.user, image):
+        raise PermissionDenied("Only the image's creator or a team admin can delete it.")
     if request.method == "GET" or request.POST.get("confirm") != "yes":
         back = request.POST.get("next") or request.GET.get("next", "")
         context = {"image": image, "job": image.job, "next": back}

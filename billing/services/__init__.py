@@ -9,7 +9,13 @@
 from billing.pricing import job_price
 from billing.services.credits import credits_capture, credits_refund, credits_release, credits_reserve
 from billing.services.grants import credits_adjust, credits_grant_signup, credits_purchase
-from billing.services.ledger import AlreadyRecorded, InsufficientCredits, wallet_get_or_create_for_user
+from billing.services.ledger import (
+    AlreadyRecorded,
+    InsufficientCredits,
+    MemberCapReached,
+    wallet_get_or_create_for_team,
+    wallet_get_or_create_for_user,
+)
 from billing.services.payments import (
     PaymentsNotConfigured,
     WebhookRejected,
@@ -25,6 +31,7 @@ __all__ = [
     "AlreadyRecorded",
     "InsufficientCredits",
     "InvalidSubject",
+    "MemberCapReached",
     "PaymentsNotConfigured",
     "WebhookRejected",
     "credits_adjust",
@@ -40,5 +47,6 @@ __all__ = [
     "stripe_checkout_enabled",
     "stripe_webhook_receive",
     "purchases_test_mode_enabled",
+    "wallet_get_or_create_for_team",
     "wallet_get_or_create_for_user",
 ]

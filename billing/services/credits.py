@@ -12,24 +12,40 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from billing.models import EntryKind, LedgerEntry
+from billing.models import EntryKind, LedgerEntry, MemberCap
+from billing.selectors import member_used_this_month
 from billing.services.ledger import (
     AlreadyRecorded,
+    MemberCapReached,
     key_exists,
     lock_wallet,
     move,
     subject_hold,
+    wallet_get_or_create_for_team,
     wallet_get_or_create_for_user,
 )
 from billing.subjects import subject_check
 
 
-@transaction.atomic
-def credits_reserve(*, user, subject: str, amount: int) -> None:
-    """Move `amount` from the user's available credits to held, for `subject`.
+def _check_member_cap(*, team, user, wallet_id: int, amount: int) -> None:
+    """Raise MemberCapReached if `amount` would take the member past their monthly cap on the team
+    wallet. Callers hold the wallet's row lock, so two reservations of one team cannot both pass."""
+    cap = MemberCap.objects.filter(team_id=team.pk, user_id=user.pk).values_list("monthly_credits", flat=True).first()
+    if cap is None:
+        return
+    used = member_used_this_month(wallet_id=wallet_id, user_id=user.pk)
+    if used + amount > cap:
+        raise MemberCapReached(team_name=team.name, cap=cap, used=used, needed=amount)
 
-    Call it in the transaction that creates the subject (the job): InsufficientCredits rolls
-    both back. A zero amount records nothing. Calling it twice for one subject reserves once.
+
+@transaction.atomic
+def credits_reserve(*, user, subject: str, amount: int, team=None) -> None:
+    """Move `amount` from available to held, for `subject`: from the user's wallet, or with
+    `team`, from the team's wallet on the user's behalf (their monthly cap applies).
+
+    Call it in the transaction that creates the subject (the job): InsufficientCredits (or its
+    MemberCapReached) rolls both back. A zero amount records nothing. Calling it twice for one
+    subject reserves once. Whether the user may bill the team is the caller's question.
     """
     subject_check(subject)
     if amount < 0:
@@ -39,7 +55,11 @@ def credits_reserve(*, user, subject: str, amount: int) -> None:
     key = f"reserve:{subject}"
     if key_exists(key):
         return
-    wallet = wallet_get_or_create_for_user(user=user)
+    if team is None:
+        wallet = wallet_get_or_create_for_user(user=user)
+    else:
+        wallet = lock_wallet(wallet_get_or_create_for_team(team=team).pk)
+        _check_member_cap(team=team, user=user, wallet_id=wallet.pk, amount=amount)
     move(
         wallet_id=wallet.pk,
         kind=EntryKind.RESERVE,
@@ -49,6 +69,7 @@ def credits_reserve(*, user, subject: str, amount: int) -> None:
         idempotency_key=key,
         reason="Reserved",
         subject=subject,
+        spender_id=user.pk if team is not None else None,
     )
 
 
@@ -92,6 +113,7 @@ def credits_capture(*, subject: str, amount: int) -> None:
             idempotency_key=f"capture:{subject}",
             reason="Spent",
             subject=subject,
+            spender_id=reserve.spender_id,
         )
     rest = reserve.amount - amount
     if rest or not amount:
@@ -105,6 +127,7 @@ def credits_capture(*, subject: str, amount: int) -> None:
             idempotency_key=f"release:{subject}",
             reason="Not produced: released" if amount else "Nothing produced: released",
             subject=subject,
+            spender_id=reserve.spender_id,
         )
 
 
@@ -127,6 +150,7 @@ def credits_release(*, subject: str, reason: str) -> None:
         idempotency_key=f"release:{subject}",
         reason=reason or "Released",
         subject=subject,
+        spender_id=reserve.spender_id,
     )
 
 
@@ -153,4 +177,5 @@ def credits_refund(*, subject: str, actor, reason: str) -> LedgerEntry:
         actor=actor,
         reason=reason.strip(),
         subject=subject,
+        spender_id=capture.spender_id,
     )

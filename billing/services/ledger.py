@@ -37,12 +37,30 @@ class InsufficientCredits(Exception):
         super().__init__(f"Not enough credits: this needs {needed}, you have {available}.")
 
 
+class MemberCapReached(InsufficientCredits):
+    """The member's monthly cap on a team wallet would be exceeded. The message is fit to show."""
+
+    def __init__(self, *, team_name: str, cap: int, used: int, needed: int):
+        self.cap, self.used = cap, used
+        Exception.__init__(
+            self,
+            f"This needs {needed} credits, but your monthly limit on {team_name}'s credits is {cap} and you have "
+            f"used {used} this month. Ask a team admin to raise it, or bill the job to yourself.",
+        )
+        self.needed, self.available = needed, max(cap - used, 0)
+
+
 class AlreadyRecorded(Exception):
     """A movement with this idempotency key exists already (raised only where that is an error)."""
 
 
 def wallet_get_or_create_for_user(*, user: AbstractBaseUser) -> Wallet:
     wallet, _ = Wallet.objects.get_or_create(owner_user_id=user.pk)
+    return wallet
+
+
+def wallet_get_or_create_for_team(*, team) -> Wallet:
+    wallet, _ = Wallet.objects.get_or_create(owner_team_id=team.pk)
     return wallet
 
 
@@ -62,6 +80,7 @@ def move(
     reason: str = "",
     subject: str = "",
     payment: Payment | None = None,
+    spender_id: int | None = None,
 ) -> LedgerEntry:
     """Apply one movement: conditional UPDATE of the cached balances, then the ledger entry.
 
@@ -99,6 +118,7 @@ def move(
                 reason=reason[:500],
                 subject=subject,
                 payment=payment,
+                spender_id=spender_id,
                 idempotency_key=idempotency_key,
             )
     except IntegrityError as exc:

@@ -16,7 +16,7 @@ Callers use the package: `from generation import services; services.job_submit(.
 
 from generation.models import JobNotDeletable
 from generation.services.images import image_delete, image_set_favourite
-from generation.services.jobs import TooManyActiveJobs, job_cancel, job_cost, job_delete, job_submit
+from generation.services.jobs import TeamNotAllowed, TooManyActiveJobs, job_cancel, job_cost, job_delete, job_submit
 from generation.services.queue import (
     Lease,
     LeaseLost,
@@ -36,6 +36,7 @@ __all__ = [
     "Lease",
     "LeaseLost",
     "StoredImage",
+    "TeamNotAllowed",
     "TooManyActiveJobs",
     "image_delete",
     "image_set_favourite",

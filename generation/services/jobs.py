@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing import services as billing
-from generation import events
+from generation import events, permissions
 from generation.models import Job, JobNotDeletable, JobState
 from generation.selectors import model_info
 from generation.services import wakeup
@@ -18,6 +18,10 @@ from generation.services.files import files_delete_on_commit
 
 class TooManyActiveJobs(Exception):
     pass
+
+
+class TeamNotAllowed(Exception):
+    """The user may not generate into (or bill) this team: not a member, or only a viewer."""
 
 
 def job_cost(*, width: int, height: int, steps: int, num_images: int) -> int:
@@ -39,11 +43,18 @@ def _lock_user_for_submit(user) -> None:
 
 @transaction.atomic
 def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
-               guidance_scale: float, sampler: str, seed: int, num_images: int) -> Job:
+               guidance_scale: float, sampler: str, seed: int, num_images: int,
+               team=None, bill_team: bool = False) -> Job:
     """Create a QUEUED job and reserve its credits in one transaction; wake a worker on commit.
 
-    Raises billing.InsufficientCredits or TooManyActiveJobs, in which case nothing is written.
+    With `team` its images go to that team's gallery; with `bill_team` too, the team's wallet
+    pays (the member's monthly cap applies). Raises billing.InsufficientCredits (or its
+    MemberCapReached), TooManyActiveJobs or TeamNotAllowed, in which case nothing is written.
     """
+    if bill_team and team is None:
+        raise ValueError("bill_team needs a team")
+    if team is not None and not permissions.may_save_into_team(user, team.pk):
+        raise TeamNotAllowed("You cannot create images in that team.")
     _lock_user_for_submit(user)
     active = Job.objects.filter(user=user).active().count()
     if active >= settings.STUDIO_MAX_ACTIVE_JOBS_PER_USER:
@@ -55,9 +66,9 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
     job = Job.objects.create(
         user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
         guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
-        model_name=info.name, model_hash=info.hash, cost=cost,
+        model_name=info.name, model_hash=info.hash, cost=cost, team=team, billed_to_team=bill_team,
     )
-    billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost)
+    billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost, team=team if bill_team else None)
     events.job_state_changed(job)
     transaction.on_commit(wakeup.wake_workers_in_background)
     return job

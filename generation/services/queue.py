@@ -12,7 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from billing import services as billing
-from generation import events
+from generation import events, permissions
 from generation.models import Image, Job, JobState
 
 
@@ -124,9 +124,10 @@ def charge_for_produced(job: Job, produced: int) -> int:
 def job_succeed(*, lease: Lease, images: list[StoredImage], engine_seconds: float) -> Job:
     """Record the images, capture the credits for what was produced, mark SUCCEEDED."""
     job = _locked_leased_job(lease)
+    team_id = job.team_id if job.team_id and permissions.may_save_into_team(job.user, job.team_id) else None
     Image.objects.bulk_create(
         Image(
-            job=job, owner_id=job.user_id, index=image.index, seed=image.seed, width=image.width,
+            job=job, owner_id=job.user_id, team_id=team_id, index=image.index, seed=image.seed, width=image.width,
             height=image.height, file=image.file_name, thumbnail=image.thumbnail_name, infotext=image.infotext,
         )
         for image in images
