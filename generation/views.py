@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -14,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from billing.services import InsufficientCredits
-from generation import permissions, selectors, services
+from generation import permissions, selectors, serving, services
 from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
 from generation.gallery_forms import GalleryForm, encode_cursor
@@ -150,30 +149,16 @@ def image_detail(request: HttpRequest, image_id) -> HttpResponse:
     return render(request, "generation/image_detail.html", context)
 
 
-def _serve(name: str, content_type: str, *, download_name: str | None = None) -> FileResponse:
-    try:
-        handle = default_storage.open(name, "rb")
-    except FileNotFoundError:
-        raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type=content_type, as_attachment=bool(download_name),
-                            filename=download_name or "")
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
-
-
 @login_required
 @require_GET
 def image_file(request: HttpRequest, image_id) -> FileResponse:
-    image = _get_image(request, image_id)
-    download = f"studio-{image.seed}-{str(image.id)[:8]}.png" if "download" in request.GET else None
-    return _serve(image.file.name, "image/png", download_name=download)
+    return serving.image_original(_get_image(request, image_id), download="download" in request.GET)
 
 
 @login_required
 @require_GET
 def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
-    image = _get_image(request, image_id)
-    return _serve(image.thumbnail.name or image.file.name, "image/webp" if image.thumbnail else "image/png")
+    return serving.image_thumbnail(_get_image(request, image_id))
 
 
 # --- The gallery ------------------------------------------------------------------------------------
