@@ -26,6 +26,21 @@ def job_group(job_id) -> str:
     return f"job-{job_id}"
 
 
+def user_gallery_group(user_id) -> str:
+    """Sockets showing one user's own images: My images and Create's Recent grid."""
+    return f"gallery-user-{user_id}"
+
+
+def team_gallery_group(team_id) -> str:
+    """Sockets showing one team's gallery."""
+    return f"gallery-team-{team_id}"
+
+
+def user_group(user_id) -> str:
+    """Every socket a user has open that shows something a team role allows (job, galleries)."""
+    return f"user-{user_id}"
+
+
 @contextmanager
 def capture_events() -> Iterator[list[tuple[str, dict]]]:
     """Tests: collect (group, event) pairs in this thread instead of sending them."""
@@ -116,3 +131,31 @@ def job_progress(*, job_id, step: int, total_steps: int, elapsed: float, preview
             "preview": preview,
         },
     )
+
+
+def image_added(*, images) -> None:
+    """New images (a finished job's): to their owner's gallery and, for team images, the team's.
+
+    The event carries ids only. Each socket renders the tiles for its own user after asking
+    `visible_to`, so a member removed meanwhile gets nothing, and no worker renders a page.
+    """
+    by_group: dict[str, list[str]] = {}
+    for image in images:
+        by_group.setdefault(user_gallery_group(image.owner_id), []).append(str(image.pk))
+        if image.team_id is not None:
+            by_group.setdefault(team_gallery_group(image.team_id), []).append(str(image.pk))
+    for group, image_ids in by_group.items():
+        send_event_on_commit(group, {"type": "gallery.image_added", "image_ids": image_ids})
+
+
+def image_moved_to_team(*, image) -> None:
+    """An existing image was shared into a team gallery: it joins that gallery live. Its owner's
+    own gallery already shows it, so only the team's group hears of it."""
+    send_event_on_commit(team_gallery_group(image.team_id),
+                         {"type": "gallery.image_added", "image_ids": [str(image.pk)]})
+
+
+def access_changed(*, user_id) -> None:
+    """A user's team role changed or ended (removed, demoted, left, suspended): every open socket
+    of theirs re-checks its own permission in the database and closes (4404) if it is gone."""
+    send_event_on_commit(user_group(user_id), {"type": "access.changed"})

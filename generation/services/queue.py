@@ -125,13 +125,14 @@ def job_succeed(*, lease: Lease, images: list[StoredImage], engine_seconds: floa
     """Record the images, capture the credits for what was produced, mark SUCCEEDED."""
     job = _locked_leased_job(lease)
     team_id = job.team_id if job.team_id and permissions.may_save_into_team(job.user, job.team_id) else None
-    Image.objects.bulk_create(
+    created = Image.objects.bulk_create(
         Image(
             job=job, owner_id=job.user_id, team_id=team_id, index=image.index, seed=image.seed, width=image.width,
             height=image.height, file=image.file_name, thumbnail=image.thumbnail_name, infotext=image.infotext,
         )
         for image in images
     )
+    events.image_added(images=created)  # open galleries show them on commit
     billing.credits_capture(subject=job.billing_subject, amount=charge_for_produced(job, len(images)))
     finish(job, state=JobState.SUCCEEDED, progress_step=job.steps, engine_seconds=engine_seconds)
     return job
