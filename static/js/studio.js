@@ -31,6 +31,7 @@
     }, POLL_MS);
   }
   document.addEventListener("htmx:wsClose", function (event) {
+    if (event.detail.event && event.detail.event.code === 4404) return;  // not (or no longer) yours: a poll would 404
     schedulePoll(event.target.closest("[data-job-panel][data-active]"));
   });
   document.addEventListener("htmx:wsError", function (event) {
