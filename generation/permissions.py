@@ -99,3 +99,10 @@ def can_revoke_share_link(user, link) -> bool:
     """Whoever made it; for a team's image or collection also the team's admins."""
     target_team = link.image.team_id if link.image_id else link.collection.owner_team_id
     return _is(user, link.created_by_id) or _team_allows(user, target_team, team.can_moderate)
+
+
+# --- Moderation ----------------------------------------------------------------------------------
+
+def can_moderate_reports(user) -> bool:
+    """See the report queue and act on reports (hide links, delete images, suspend accounts): staff."""
+    return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_staff)

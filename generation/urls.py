@@ -17,3 +17,26 @@ urlpatterns = [
     path("images/<uuid:image_id>/original.png", views.image_file, name="image_file"),
     path("images/<uuid:image_id>/thumbnail.webp", views.image_thumbnail, name="image_thumbnail"),
 ]
+
+# Public links (no login under s/), reports, and the staff review queue (docs/sharing.md).
+from generation import moderation_views, share_views  # noqa: E402
+
+urlpatterns += [
+    path("images/<uuid:image_id>/share/", share_views.image_share_create, name="image_share_create"),
+    path("collections/<uuid:collection_id>/share/", share_views.collection_share_create,
+         name="collection_share_create"),
+    path("links/<uuid:link_id>/revoke/", share_views.share_link_revoke, name="share_link_revoke"),
+    path("s/<str:token>/", share_views.share_page, name="share"),
+    path("s/<str:token>/images/<uuid:image_id>/original.png", share_views.share_image_file, name="share_image_file"),
+    path("s/<str:token>/images/<uuid:image_id>/thumbnail.webp", share_views.share_image_thumbnail,
+         name="share_image_thumbnail"),
+    path("s/<str:token>/report/", share_views.share_report, name="share_report"),
+    path("s/<str:token>/report/thanks/", share_views.share_report_done, name="share_report_done"),
+    path("staff/reports/", moderation_views.report_queue, name="staff_reports"),
+    path("staff/reports/history/", moderation_views.moderation_history, name="staff_moderation_history"),
+    path("staff/reports/<int:report_id>/", moderation_views.report_detail, name="staff_report"),
+    path("staff/reports/<int:report_id>/images/<uuid:image_id>/original.png", moderation_views.report_image_file,
+         name="staff_report_image_file"),
+    path("staff/reports/<int:report_id>/images/<uuid:image_id>/thumbnail.webp",
+         moderation_views.report_image_thumbnail, name="staff_report_image_thumbnail"),
+]

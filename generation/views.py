@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import reswap, retarget, trigger_client_event
 
 from billing.services import InsufficientCredits
-from generation import permissions, selectors, serving, services
+from generation import permissions, selectors, services, serving
 from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
 from generation.gallery_forms import GalleryForm, encode_cursor

@@ -334,3 +334,7 @@ STUDIO_BILLING_TEST_PURCHASES = env_bool("STUDIO_BILLING_TEST_PURCHASES", False)
 BILLING_SUBJECTS = {
     "job": {"url_name": "generation:job_detail", "live_ids": "generation.billing_subjects.live_job_ids"},
 }
+
+# Public links: reports of a link per client address (allauth's rate limiter, the shared cache,
+# the same trusted-proxy rules as logins); "amount/period/ip", e.g. "5/h/ip". Empty: no limit.
+ACCOUNT_RATE_LIMITS["share_report"] = os.environ.get("STUDIO_SHARE_REPORTS_RATE", "5/h/ip")
