@@ -44,11 +44,18 @@ class GalleryForm(forms.Form):
         validators=[MaxValueValidator(date.max - timedelta(days=1), "Choose an earlier “to” date.")],
     )
     sort = forms.ChoiceField(required=False, choices=list(SORTS.items()))
+    collection = forms.ChoiceField(required=False, choices=[])
     after = forms.CharField(required=False, max_length=60, widget=forms.HiddenInput)
 
-    def __init__(self, *args, sizes: list[tuple[int, int]], **kwargs):
+    def __init__(self, *args, sizes: list[tuple[int, int]], collections=(), **kwargs):
+        """`collections`: those this gallery can be filtered by (already checked with
+        Collection.objects.visible_to); none on a collection's own page."""
         super().__init__(*args, **kwargs)
         self.fields["size"].choices = [("", "Any size"), *((f"{w}x{h}", f"{w}×{h}") for w, h in sizes)]
+        self.collections = {str(collection.pk): collection for collection in collections}
+        self.fields["collection"].choices = [
+            ("", "Any collection"), *((key, collection.name) for key, collection in self.collections.items())
+        ]
 
     def clean_q(self) -> list[str]:
         words = self.cleaned_data["q"].split()
@@ -62,6 +69,10 @@ class GalleryForm(forms.Form):
             return None
         width, height = value.split("x")
         return int(width), int(height)
+
+    def clean_collection(self):
+        value = self.cleaned_data["collection"]
+        return self.collections.get(value) if value else None
 
     def clean_after(self) -> tuple[datetime, uuid.UUID] | None:
         value = self.cleaned_data["after"]
@@ -92,4 +103,5 @@ class GalleryForm(forms.Form):
             "created_before": _start_of_day(data["date_to"] + timedelta(days=1)) if data["date_to"] else None,
             "oldest_first": data["sort"] == "oldest",
             "after": data["after"],
+            **({"collection": data["collection"]} if data["collection"] else {}),
         }

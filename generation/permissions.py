@@ -9,7 +9,9 @@ Team roles come from accounts.permissions (viewer < member < admin < owner).
 from __future__ import annotations
 
 from accounts import permissions as team
+from accounts.models import TeamRole
 from accounts.permissions import role_of
+from accounts.selectors import team_ids_of
 
 
 def _is(user, user_id) -> bool:
@@ -29,6 +31,12 @@ def can_view_team(user, team_id) -> bool:
 def may_save_into_team(user, team_id) -> bool:
     """Generate into the team gallery, or share an image of one's own into it."""
     return _team_allows(user, team_id, team.can_contribute)
+
+
+def teams_user_may_save_into(user):
+    """The ids (a subquery) of the teams where may_save_into_team holds, for lists and menus:
+    members and up, the same rank as accounts.permissions.can_contribute."""
+    return team_ids_of(user, min_role=TeamRole.MEMBER)
 
 
 def can_bill_team(user, team_id) -> bool:
@@ -68,6 +76,11 @@ def can_share_image(user, image) -> bool:
 def can_change_collection(user, collection) -> bool:
     """Rename it, add and remove images: its owner; a team's members (not viewers)."""
     return _is(user, collection.owner_user_id) or _team_allows(user, collection.owner_team_id, team.can_contribute)
+
+
+def can_create_team_collection(user, team_id) -> bool:
+    """Start a collection in a team: its members (not viewers), who may also change it."""
+    return _team_allows(user, team_id, team.can_contribute)
 
 
 def can_delete_collection(user, collection) -> bool:

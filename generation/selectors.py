@@ -12,9 +12,11 @@ from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connections
 from django.db.models import Count, Max, Min, Prefetch, Q
 
+from accounts.selectors import teams_of
+from generation import permissions
 from generation.engine.contracts import ModelInfo
 from generation.engine.model_info import read_model_info
-from generation.models import Image, Job, JobState
+from generation.models import Collection, Image, Job, JobState
 
 SHIPPED_MODEL_DIR = Path(settings.BASE_DIR) / "generation" / "engine" / "weights" / "studio-tiny"
 
@@ -54,7 +56,7 @@ def job_for_user(user, job_id) -> Job:
 
 
 def image_for_user(user, image_id) -> Image:
-    return Image.objects.visible_to(user).select_related("job").get(pk=image_id)
+    return Image.objects.visible_to(user).select_related("job", "owner", "team").get(pk=image_id)
 
 
 def queue_position(job: Job) -> int | None:
@@ -113,16 +115,18 @@ def job_context(job: Job) -> dict:
 GALLERY_PAGE_SIZE = 24
 
 
-def gallery_images(user, *, team=None):
-    """The images of one gallery as `user` may see them: their own, or one team's."""
+def gallery_images(user, *, team=None, collection=None):
+    """The images of one gallery as `user` may see them: their own, or one team's; or every image
+    of one collection that the user may see (a personal collection can hold team images)."""
+    if collection is not None:
+        return Image.objects.visible_to(user).filter(collection_items__collection=collection)
     return Image.objects.visible_to(user).in_gallery_of(user=user, team=team)
 
 
-def gallery_sizes(user, *, team=None) -> list[tuple[int, int]]:
+def gallery_sizes(user, *, team=None, collection=None) -> list[tuple[int, int]]:
     """The sizes (width, height) among a gallery's images: its size filter offers these."""
-    return list(
-        gallery_images(user, team=team).order_by("width", "height").values_list("width", "height").distinct()
-    )
+    images = gallery_images(user, team=team, collection=collection)
+    return list(images.order_by("width", "height").values_list("width", "height").distinct())
 
 
 def _prompt_has_all_words(images, words: list[str]):
@@ -150,12 +154,10 @@ def gallery_page(
 
     Keyset paging on (created_at, id), never OFFSET: a page costs the same however deep it is, and
     images arriving meanwhile neither repeat nor skip anything. One query whatever the page size.
-    `team` picks a team gallery instead of the user's own; `collection` keeps only the images in
-    it (the caller checked that the user can see the collection).
+    `team` picks a team gallery instead of the user's own; `collection` (which the caller checked
+    the user can see, through Collection.objects.visible_to) lists its images instead.
     """
-    images = gallery_images(user, team=team).select_related("job", "owner")
-    if collection is not None:
-        images = images.filter(collection_items__collection=collection)
+    images = gallery_images(user, team=team, collection=collection).select_related("job", "owner")
     images = _prompt_has_all_words(images, list(words))
     if sampler:
         images = images.filter(job__sampler=sampler)
@@ -179,3 +181,59 @@ def gallery_page(
         return page, None
     page = page[:limit]
     return page, (page[-1].created_at, page[-1].id)
+
+
+# --- Collections, and what the image page and the bulk bar offer ----------------------------------
+
+def collections_user_can_change(user):
+    """Collections the user may add images to: their own, and those of teams they create in
+    (can_change_collection's rule as one query, for menus). Personal first, then by team."""
+    return (
+        Collection.objects.visible_to(user)
+        .filter(Q(owner_user=user) | Q(owner_team_id__in=permissions.teams_user_may_save_into(user)))
+        .select_related("owner_team").order_by("owner_team__name", "name")
+    )
+
+
+def teams_user_can_save_into(user):
+    """The user's teams whose gallery they may add images to (may_save_into_team), by name."""
+    return teams_of(user).filter(id__in=permissions.teams_user_may_save_into(user))
+
+
+def collections_to_filter_by(user, *, team=None):
+    """What a gallery's collection filter offers: the user's own collections, or the team's."""
+    collections = Collection.objects.visible_to(user)
+    if team is not None:
+        return collections.filter(owner_team=team).order_by("name")
+    return collections.filter(owner_user=user).order_by("name")
+
+
+def image_collections_panel(user, image: Image) -> dict:
+    """The image page's collections: where it is (each with whether the user may take it out), and
+    where it may still be added."""
+    containing = list(
+        Collection.objects.visible_to(user).filter(items__image=image).select_related("owner_team").order_by("name")
+    )
+    inside = {collection.pk for collection in containing}
+    addable = [
+        collection for collection in collections_user_can_change(user)
+        if collection.pk not in inside and permissions.can_add_to_collection(user, collection, image)
+    ]
+    return {
+        "image_collections": [(c, permissions.can_change_collection(user, c)) for c in containing],
+        "addable_collections": addable,
+        "can_start_team_collection": image.team_id is not None
+        and permissions.can_create_team_collection(user, image.team_id),
+    }
+
+
+def image_team_panel(user, image: Image) -> dict:
+    """The image page's team gallery part: where it is, who may take it out, where it may go."""
+    movable = permissions.can_change_image(user, image)
+    teams = [team for team in teams_user_can_save_into(user) if team.pk != image.team_id] if movable else []
+    return {
+        "image_team": image.team,
+        "can_remove_from_team": permissions.can_remove_image_from_team(user, image),
+        "teams_to_move_to": teams,
+        "made_by_me": image.owner_id == user.pk,
+    }

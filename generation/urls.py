@@ -40,3 +40,20 @@ urlpatterns += [
     path("staff/reports/<int:report_id>/images/<uuid:image_id>/thumbnail.webp",
          moderation_views.report_image_thumbnail, name="staff_report_image_thumbnail"),
 ]
+
+# Collections, bulk actions on a selection, moving an image into a team gallery (docs/galleries.md).
+from generation import bulk_views, collection_views  # noqa: E402
+
+urlpatterns += [
+    path("gallery/bulk/", bulk_views.bulk_action, name="bulk_action"),
+    path("collections/", collection_views.collection_list, name="collection_list"),
+    path("collections/<uuid:collection_id>/", collection_views.collection_detail, name="collection_detail"),
+    path("collections/<uuid:collection_id>/rename/", collection_views.collection_rename_view,
+         name="collection_rename"),
+    path("collections/<uuid:collection_id>/delete/", collection_views.collection_delete_view,
+         name="collection_delete"),
+    path("collections/<uuid:collection_id>/remove/", collection_views.collection_remove_images_view,
+         name="collection_remove_images"),
+    path("images/<uuid:image_id>/collections/", collection_views.image_collections, name="image_collections"),
+    path("images/<uuid:image_id>/team/", bulk_views.image_team, name="image_team"),
+]

@@ -144,9 +144,18 @@ def job_cancel(request: HttpRequest, job_id) -> HttpResponse:
 @login_required
 @require_GET
 def image_detail(request: HttpRequest, image_id) -> HttpResponse:
-    image = _get_image(request, image_id)
-    context = {"image": image, "job": image.job, "here": request.get_full_path()}
-    return render(request, "generation/image_detail.html", context)
+    return image_page(request, _get_image(request, image_id))
+
+
+def image_page(request: HttpRequest, image: Image, *, extra: dict | None = None, status: int = 200) -> HttpResponse:
+    """The image page; `extra` carries a panel's error when a plain form post is answered here."""
+    user = request.user
+    context = {
+        "image": image, "job": image.job, "here": request.get_full_path(),
+        **selectors.image_collections_panel(user, image), **selectors.image_team_panel(user, image),
+        **(extra or {}),
+    }
+    return render(request, "generation/image_detail.html", context, status=status)
 
 
 @login_required
@@ -163,20 +172,51 @@ def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
 
 # --- The gallery ------------------------------------------------------------------------------------
 
-def _gallery_next_url(request: HttpRequest, form: GalleryForm, next_after) -> str | None:
+def _gallery_next_url(request: HttpRequest, gallery_url: str, next_after) -> str | None:
     if next_after is None:
         return None
     query = request.GET.copy()
     query["after"] = encode_cursor(*next_after)
-    return f"{reverse('generation:gallery')}?{query.urlencode()}"
+    return f"{gallery_url}?{query.urlencode()}"
 
 
-def _gallery_first_page_url(request: HttpRequest, form: GalleryForm) -> str | None:
+def _gallery_first_page_url(request: HttpRequest, gallery_url: str, form: GalleryForm) -> str | None:
     if not form.cleaned_data["after"]:
         return None
     query = request.GET.copy()
     query.pop("after")
-    return f"{reverse('generation:gallery')}?{query.urlencode()}"
+    return f"{gallery_url}?{query.urlencode()}"
+
+
+def gallery_response(request: HttpRequest, *, gallery_url: str, title: str, team=None, collection=None,
+                     extra: dict | None = None, template: str = "generation/gallery.html") -> HttpResponse:
+    """One gallery page (my images, a team's, a collection's): filters, a page of tiles, the bulk
+    bar; the htmx partial for "load more". The same queries whatever the number of images."""
+    user = request.user
+    filter_by = [] if collection is not None else selectors.collections_to_filter_by(user, team=team)
+    form = GalleryForm(request.GET, sizes=selectors.gallery_sizes(user, team=team, collection=collection),
+                       collections=filter_by)
+    context = {
+        "form": form, "images": [], "title": title, "gallery_url": gallery_url, "team": team,
+        "show_owner": team is not None or collection is not None, "here": request.get_full_path(),
+        **(extra or {}),
+    }
+    if not form.is_valid():
+        return render(request, template, context, status=400)
+    filters = {"collection": collection, **form.filters()}  # a collection's page, or the filter's choice
+    images, next_after = selectors.gallery_page(user, team=team, **filters)
+    if collection is None:  # new images join the top of an unfiltered first page, live (docs/realtime.md)
+        context["live_url"] = gallery_live_url(filters=form.filters(), here=request.get_full_path(),
+                                               team_id=team.pk if team is not None else None)
+    for image in images:  # a teammate's tile offers no favourite or delete (the image page does, to admins)
+        image.read_only = not permissions.can_change_image(user, image)
+    context.update(images=images, next_url=_gallery_next_url(request, gallery_url, next_after),
+                   first_page_url=_gallery_first_page_url(request, gallery_url, form))
+    if request.htmx:
+        return render(request, "generation/_gallery_page.html", context)
+    context.update(bulk_collections=list(selectors.collections_user_can_change(user)),
+                   bulk_teams=list(selectors.teams_user_can_save_into(user)))
+    return render(request, template, context)
 
 
 @login_required
@@ -184,17 +224,7 @@ def _gallery_first_page_url(request: HttpRequest, form: GalleryForm) -> str | No
 def gallery(request: HttpRequest) -> HttpResponse:
     """All my images, newest first, a page at a time; the sentinel tile of each page fetches the
     next one (htmx), or is a plain "Load more" link."""
-    form = GalleryForm(request.GET, sizes=selectors.gallery_sizes(request.user))
-    if not form.is_valid():
-        return render(request, "generation/gallery.html", {"form": form, "images": []}, status=400)
-    images, next_after = selectors.gallery_page(request.user, **form.filters())
-    context = {
-        "form": form, "images": images, "next_url": _gallery_next_url(request, form, next_after),
-        "here": request.get_full_path(), "first_page_url": _gallery_first_page_url(request, form),
-    }
-    if request.htmx:
-        return render(request, "generation/_gallery_page.html", context)
-    return render(request, "generation/gallery.html", context)
+    return gallery_response(request, gallery_url=reverse("generation:gallery"), title="Gallery")
 
 
 def _back_to(request: HttpRequest, fallback: str) -> str:

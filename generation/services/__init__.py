@@ -54,3 +54,27 @@ __all__ = [
     "jobs_wake_if_stranded",
     "wake_workers",
 ]
+
+# Collections, bulk actions on a selection, images into a team gallery and back (docs/galleries.md).
+from generation.services.bulk import (  # noqa: E402
+    BulkError,
+    images_add_to_collection,
+    images_delete,
+    images_move_to_team,
+    images_zip,
+)
+from generation.services.collections import (  # noqa: E402
+    CollectionError,
+    collection_add_images,
+    collection_create,
+    collection_delete,
+    collection_remove_images,
+    collection_rename,
+)
+from generation.services.images import ImageMoveRefused, image_move_to_team, image_remove_from_team  # noqa: E402
+
+__all__ += [
+    "BulkError", "CollectionError", "ImageMoveRefused", "collection_add_images", "collection_create",
+    "collection_delete", "collection_remove_images", "collection_rename", "image_move_to_team",
+    "image_remove_from_team", "images_add_to_collection", "images_delete", "images_move_to_team", "images_zip",
+]
