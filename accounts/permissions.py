@@ -56,3 +56,8 @@ def can_remove_member(actor_role: str | None, target_role: str) -> bool:
     if target_role == TeamRole.OWNER:
         return False
     return can_manage_members(actor_role) and ROLE_RANK[target_role] <= ROLE_RANK[actor_role]
+
+
+def can_change_team_settings(role: str | None) -> bool:
+    """Rename the team."""
+    return _at_least(role, TeamRole.ADMIN)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Case, OuterRef, Subquery, Value, When
+from django.db.models import Case, Count, OuterRef, Subquery, Value, When
 
-from accounts.models import ROLE_RANK, Membership, Signup, Team, TeamRole
+from accounts.models import ROLE_RANK, Invitation, Membership, Signup, Team, TeamRole
 
 
 def free_credits_due(*, user) -> bool:
@@ -43,3 +43,19 @@ def team_members(*, team_id):
     """Memberships of a team with their users, owner first, then by rank and join date."""
     rank = Case(*[When(role=role, then=Value(-value)) for role, value in ROLE_RANK.items()])
     return Membership.objects.filter(team_id=team_id).select_related("user").order_by(rank, "joined_at")
+
+
+def team_list_for(user):
+    """The user's teams with `my_role` and `member_count`, by name."""
+    count = (
+        Membership.objects.filter(team=OuterRef("pk")).order_by().values("team")
+        .annotate(n=Count("pk")).values("n")[:1]
+    )
+    return teams_of(user).annotate(member_count=Subquery(count))
+
+
+def team_pending_invitations(*, team_id):
+    """Invitations not yet accepted or withdrawn (expired ones too: they can be sent again)."""
+    return Invitation.objects.filter(team_id=team_id, accepted_at__isnull=True, revoked_at__isnull=True).order_by(
+        "-created_at"
+    )

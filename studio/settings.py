@@ -335,10 +335,13 @@ BILLING_SUBJECTS = {
     "job": {"url_name": "generation:job_detail", "live_ids": "generation.billing_subjects.live_job_ids"},
 }
 
-# Public links: reports of a link per client address (allauth's rate limiter, the shared cache,
-# the same trusted-proxy rules as logins); "amount/period/ip", e.g. "5/h/ip". Empty: no limit.
-ACCOUNT_RATE_LIMITS["share_report"] = os.environ.get("STUDIO_SHARE_REPORTS_RATE", "5/h/ip")
-
 # Galleries: how many images one bulk action may select, and one zip download may hold.
 STUDIO_BULK_MAX_IMAGES = int(os.environ.get("STUDIO_BULK_MAX_IMAGES", "500"))
 STUDIO_ZIP_MAX_IMAGES = int(os.environ.get("STUDIO_ZIP_MAX_IMAGES", "200"))
+
+# Teams: how long an invitation link works.
+STUDIO_TEAM_INVITATION_DAYS = int(os.environ.get("STUDIO_TEAM_INVITATION_DAYS", "7"))
+
+# Public links: reports of a link per client address (allauth's rate limiter, the shared cache,
+# the same trusted-proxy rules as logins); "amount/period/ip", e.g. "5/h/ip". Empty: no limit.
+ACCOUNT_RATE_LIMITS["share_report"] = os.environ.get("STUDIO_SHARE_REPORTS_RATE", "5/h/ip")
