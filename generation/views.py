@@ -18,6 +18,7 @@ from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
 from generation.gallery_forms import GalleryForm, encode_cursor
 from generation.models import Image, Job
+from generation.routing import gallery_live_url
 
 
 def home(request: HttpRequest) -> HttpResponse:
