@@ -56,10 +56,19 @@ class CreateForm(forms.Form):
     sampler = forms.ChoiceField(choices=list(SAMPLERS.items()))  # initial values: the model's defaults
     seed = forms.IntegerField(required=False, min_value=0, max_value=MAX_SEED, help_text="Empty: random.")
     num_images = forms.IntegerField(min_value=1, max_value=4, initial=1, label="Images")
+    # Where the images go and who pays (docs/teams.md): choices are the teams the user may save into.
+    save_to = forms.ChoiceField(
+        required=False, label="Save to",
+        error_messages={"invalid_choice": "You cannot create images in that team (only its members can)."},
+    )
+    bill_team = forms.BooleanField(required=False, label="Bill to team")
 
-    def __init__(self, *args, model_info: ModelInfo, **kwargs):
+    def __init__(self, *args, model_info: ModelInfo, teams=(), **kwargs):
+        """`teams`: those the user may save into (generation.permissions.teams_user_may_save_into)."""
         super().__init__(*args, **kwargs)
         self.model_info = model_info
+        self.teams = {str(team.pk): team for team in teams}
+        self.fields["save_to"].choices = [("", "My images"), *((key, team.name) for key, team in self.teams.items())]
         self.fields["steps"].initial = model_info.default_steps
         self.fields["guidance_scale"].initial = model_info.default_guidance_scale
         self.fields["sampler"].initial = model_info.default_sampler
@@ -71,6 +80,8 @@ class CreateForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        if data.get("bill_team") and not data.get("save_to") and "save_to" not in self.errors:
+            self.add_error("bill_team", "Choose a team under “Save to” to bill it.")
         if self.errors:
             return data
         width, height = data.get("width"), data.get("height")
@@ -89,6 +100,15 @@ class CreateForm(forms.Form):
                 field = "aspect"  # the size came from the aspect ratio
             self.add_error(field, error.message)
         return data
+
+    def clean_save_to(self):
+        value = self.cleaned_data["save_to"]
+        return self.teams.get(value) if value else None
+
+    def destination(self) -> dict:
+        """job_submit's `team` and `bill_team`; billing a team needs a team to save into."""
+        team = self.cleaned_data.get("save_to")
+        return {"team": team, "bill_team": bool(team and self.cleaned_data.get("bill_team"))}
 
     def request_fields(self) -> dict:
         """The cleaned values a Job (and its GenerationRequest) is made of."""

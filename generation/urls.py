@@ -18,6 +18,44 @@ urlpatterns = [
     path("images/<uuid:image_id>/thumbnail.webp", views.image_thumbnail, name="image_thumbnail"),
 ]
 
+# Collections, bulk actions on a selection, moving an image into a team gallery (docs/galleries.md).
+from generation import bulk_views, collection_views  # noqa: E402
+
+urlpatterns += [
+    path("gallery/bulk/", bulk_views.bulk_action, name="bulk_action"),
+    path("collections/", collection_views.collection_list, name="collection_list"),
+    path("collections/<uuid:collection_id>/", collection_views.collection_detail, name="collection_detail"),
+    path("collections/<uuid:collection_id>/rename/", collection_views.collection_rename_view,
+         name="collection_rename"),
+    path("collections/<uuid:collection_id>/delete/", collection_views.collection_delete_view,
+         name="collection_delete"),
+    path("collections/<uuid:collection_id>/remove/", collection_views.collection_remove_images_view,
+         name="collection_remove_images"),
+    path("images/<uuid:image_id>/collections/", collection_views.image_collections, name="image_collections"),
+    path("images/<uuid:image_id>/team/", bulk_views.image_team, name="image_team"),
+]
+
+# Teams: the list, one team's members and invitations, its gallery, the invitation link (docs/teams.md).
+from generation import team_views  # noqa: E402
+
+urlpatterns += [
+    path("teams/", team_views.team_list, name="team_list"),
+    path("teams/<uuid:team_id>/", team_views.team_detail, name="team_detail"),
+    path("teams/<uuid:team_id>/settings/", team_views.team_settings, name="team_settings"),
+    path("teams/<uuid:team_id>/gallery/", team_views.team_gallery, name="team_gallery"),
+    path("teams/<uuid:team_id>/invitations/", team_views.team_invite, name="team_invite"),
+    path("teams/<uuid:team_id>/invitations/<uuid:invitation_id>/revoke/", team_views.invitation_revoke,
+         name="team_invitation_revoke"),
+    path("teams/<uuid:team_id>/invitations/<uuid:invitation_id>/resend/", team_views.invitation_resend,
+         name="team_invitation_resend"),
+    path("teams/<uuid:team_id>/members/<int:user_id>/role/", team_views.member_role, name="team_member_role"),
+    path("teams/<uuid:team_id>/members/<int:user_id>/remove/", team_views.member_remove,
+         name="team_member_remove"),
+    path("teams/<uuid:team_id>/members/<int:user_id>/owner/", team_views.team_transfer, name="team_transfer"),
+    path("teams/<uuid:team_id>/leave/", team_views.team_leave, name="team_leave"),
+    path("invitations/<str:token>/", team_views.invitation, name="invitation"),
+]
+
 # Public links (no login under s/), reports, and the staff review queue (docs/sharing.md).
 from generation import moderation_views, share_views  # noqa: E402
 
@@ -39,21 +77,4 @@ urlpatterns += [
          name="staff_report_image_file"),
     path("staff/reports/<int:report_id>/images/<uuid:image_id>/thumbnail.webp",
          moderation_views.report_image_thumbnail, name="staff_report_image_thumbnail"),
-]
-
-# Collections, bulk actions on a selection, moving an image into a team gallery (docs/galleries.md).
-from generation import bulk_views, collection_views  # noqa: E402
-
-urlpatterns += [
-    path("gallery/bulk/", bulk_views.bulk_action, name="bulk_action"),
-    path("collections/", collection_views.collection_list, name="collection_list"),
-    path("collections/<uuid:collection_id>/", collection_views.collection_detail, name="collection_detail"),
-    path("collections/<uuid:collection_id>/rename/", collection_views.collection_rename_view,
-         name="collection_rename"),
-    path("collections/<uuid:collection_id>/delete/", collection_views.collection_delete_view,
-         name="collection_delete"),
-    path("collections/<uuid:collection_id>/remove/", collection_views.collection_remove_images_view,
-         name="collection_remove_images"),
-    path("images/<uuid:image_id>/collections/", collection_views.image_collections, name="image_collections"),
-    path("images/<uuid:image_id>/team/", bulk_views.image_team, name="image_team"),
 ]

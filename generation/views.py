@@ -83,27 +83,50 @@ def _form_error_response(request: HttpRequest, form: CreateForm, status: int) ->
     return render(request, "generation/create.html", context, status=status)
 
 
+DESTINATION_KEY = "create_destination"  # the session remembers the last "Save to" and "Bill to team"
+
+
+def _remembered_destination(request: HttpRequest) -> dict:
+    """The initial "Save to" (a ?save_to=<team id> link wins) and "Bill to team"; the form's
+    choices drop a team the user may no longer save into."""
+    remembered = request.session.get(DESTINATION_KEY) or {}
+    if "save_to" in request.GET:
+        return {"save_to": request.GET["save_to"][:40], "bill_team": False}
+    return {"save_to": remembered.get("save_to", ""), "bill_team": bool(remembered.get("bill_team"))}
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def create(request: HttpRequest) -> HttpResponse:
     info = selectors.model_info()
+    teams = list(selectors.teams_user_can_save_into(request.user))
     if request.method == "GET":
-        form = CreateForm(initial=_initial_from_job(request), model_info=info)
+        initial = {**_remembered_destination(request), **_initial_from_job(request)}
+        form = CreateForm(initial=initial, model_info=info, teams=teams)
+        if initial["save_to"] not in form.teams:
+            form.initial.update(save_to="", bill_team=False)
         context = {"form": form, "model_info": info, "recent_jobs": selectors.jobs_for_user(request.user)}
         return render(request, "generation/create.html", context)
 
-    form = CreateForm(request.POST, model_info=info)
+    form = CreateForm(request.POST, model_info=info, teams=teams)
     if not form.is_valid():
         return _form_error_response(request, form, status=400)
+    destination = form.destination()
     try:
-        job = services.job_submit(user=request.user, **form.request_fields())
-    except InsufficientCredits as error:
+        job = services.job_submit(user=request.user, **form.request_fields(), **destination)
+    except InsufficientCredits as error:  # MemberCapReached too: its message names the cap
         form.add_error(None, str(error))
-        form.needs_credits = True
+        form.needs_credits = not destination["bill_team"]
         return _form_error_response(request, form, status=402)
     except services.TooManyActiveJobs as error:
         form.add_error(None, str(error))
         return _form_error_response(request, form, status=429)
+    except services.TeamNotAllowed as error:  # the role changed since the form was drawn
+        form.add_error("save_to", str(error))
+        return _form_error_response(request, form, status=403)
+    request.session[DESTINATION_KEY] = {
+        "save_to": str(destination["team"].pk) if destination["team"] else "", "bill_team": destination["bill_team"],
+    }
     if request.htmx:
         response = render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
         return trigger_client_event(response, "job-submitted")  # the cost quote refreshes its balance

@@ -9,6 +9,7 @@ and comes back can never finish a job a second time.
     queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
     sweeps.py   expired leases and stranded queues (beat)
     recovery.py leases of workers known to be dead (a worker restarted on their host)
+    teams.py    team changes that cancel jobs on the team wallet and close sockets
     wakeup.py   the "there is work" message, sent by task name (services never import tasks)
 
 Callers use the package: `from generation import services; services.job_submit(...)`.
@@ -29,6 +30,12 @@ from generation.services.queue import (
 )
 from generation.services.recovery import jobs_release_leases_of
 from generation.services.sweeps import jobs_sweep_expired, jobs_wake_if_stranded
+from generation.services.teams import (
+    team_create,
+    team_member_change_role,
+    team_member_leave,
+    team_member_remove,
+)
 from generation.services.wakeup import wake_workers
 
 __all__ = [
@@ -53,6 +60,10 @@ __all__ = [
     "jobs_sweep_expired",
     "jobs_wake_if_stranded",
     "wake_workers",
+    "team_create",
+    "team_member_change_role",
+    "team_member_leave",
+    "team_member_remove",
 ]
 
 # Collections, bulk actions on a selection, images into a team gallery and back (docs/galleries.md).
