@@ -12,6 +12,8 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.middleware.csrf import _unmask_cipher_token
+from django.test import Client
+from django.urls import reverse
 
 from accounts.models import Membership, Team, TeamRole
 from generation import events, services
@@ -294,3 +296,26 @@ async def test_an_access_change_alone_closes_nothing_still_allowed():
     assert await job_socket.receive_nothing(timeout=0.5)
     assert await sync_to_async(Job.objects.filter(pk=job.pk).exists)()
     await job_socket.disconnect()
+
+
+# --- Pages: which ones listen ---------------------------------------------------------------------------
+
+@sync_to_async
+def _pages(user, team):
+    client = Client()
+    client.force_login(user)
+    paths = ["/gallery/", "/gallery/?q=cat", "/gallery/?sort=oldest", reverse("generation:team_gallery", args=[team.pk]),
+             reverse("generation:create")]
+    return {path: client.get(path).content.decode() for path in paths}
+
+
+async def test_unfiltered_galleries_and_create_listen_and_a_search_does_not():
+    user = await sync_to_async(make_user)(credits=50)
+    team = await make_team(user)
+    pages = await _pages(user, team)
+    assert re.search(r'id="gallery-grid"[^>]*ws-connect="/ws/gallery/\?since=\d+&amp;here=%2Fgallery%2F"', pages["/gallery/"])
+    team_page = pages[reverse("generation:team_gallery", args=[team.pk])]
+    assert f'ws-connect="/ws/teams/{team.pk}/gallery/?since=' in team_page
+    assert "ws-connect" not in pages["/gallery/?q=cat"].split('id="gallery-grid"')[1].split(">")[0]
+    assert "ws-connect" not in pages["/gallery/?sort=oldest"].split('id="gallery-grid"')[1].split(">")[0]
+    assert re.search(r'id="recent-jobs"[^>]*ws-connect="/ws/recent/\?since=\d+"', pages[reverse("generation:create")])
