@@ -24,6 +24,21 @@ MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_IMAGES, MAX_IMAGES = 1, 4
 MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit; image i uses seed + i
 
+# What a request does with its source image (the canvas). Outpainting is inpainting on a padded
+# canvas (inpainting.outpaint_canvas builds it), so it needs no mode of its own here.
+MODES: dict[str, str] = {"txt2img": "Text to image", "img2img": "Image to image", "inpaint": "Inpaint"}
+# A1111's "masked content": what the masked area starts from.
+MASKED_CONTENT: dict[str, str] = {
+    "original": "Original",  # the source pixels, noised by the denoising strength
+    "fill": "Fill",  # the surrounding colours, blurred in, then noised
+    "latent_noise": "Latent noise",  # pure noise (as if the strength were 1 inside the mask)
+}
+MAX_MASK_BLUR = 64
+MAX_ONLY_MASKED_PADDING = 256
+# A source for "only masked" inpainting may be larger than the model's maximum: only the crop
+# around the mask is generated. Beyond this many pixels a source is refused.
+MAX_SOURCE_PIXELS = 4096 * 4096
+
 
 class EngineError(Exception):
     """Base class of the errors the engine raises on purpose."""
@@ -53,7 +68,15 @@ class GenerationRequest:
     sampler: str = "euler_a"  # key from SAMPLERS
     seed: int = 0
     num_images: int = 1  # 1-4; image i uses seed + i (A1111 convention)
-    # Inpainting will add optional fields here (init image, mask, strength), all defaulted.
+    # The canvas (all defaulted: a plain request is text to image).
+    mode: str = "txt2img"  # key of MODES
+    init_image: bytes | None = None  # PNG/JPEG/WebP bytes of the source (img2img, inpaint)
+    mask: bytes | None = None  # inpaint: an image of the source's size; white (>= 128) is repainted
+    strength: float = 0.75  # denoising strength, 0-1 (img2img, inpaint)
+    mask_blur: int = 4  # pixels of Gaussian blur at the mask's edge
+    masked_content: str = "original"  # key of MASKED_CONTENT
+    only_masked: bool = False  # generate a crop around the mask at width x height, paste it back
+    only_masked_padding: int = 32  # pixels of context around the mask's bounding box
 
 
 @dataclass(frozen=True)
@@ -162,3 +185,34 @@ def validate_request(request: GenerationRequest, info: ModelInfo) -> None:
         raise InvalidRequest("seed", f"must be a whole number from 0 to {MAX_SEED}")
     if not _is_int(request.num_images) or not MIN_IMAGES <= request.num_images <= MAX_IMAGES:
         raise InvalidRequest("num_images", f"must be a whole number from {MIN_IMAGES} to {MAX_IMAGES}")
+    _check_canvas(request)
+
+
+def _check_canvas(request: GenerationRequest) -> None:
+    """The canvas fields' types and ranges. That the images decode and fit is checked where they
+    are decoded (inpainting.load_source / load_mask), since this module stays Pillow-free."""
+    if request.mode not in MODES:
+        raise InvalidRequest("mode", f"unknown mode {request.mode!r}; one of {', '.join(MODES)}")
+    if request.mode == "txt2img":
+        if request.init_image is not None or request.mask is not None:
+            raise InvalidRequest("mode", "text to image takes no source image or mask")
+        return
+    if not isinstance(request.init_image, bytes) or not request.init_image:
+        raise InvalidRequest("init_image", f"{MODES[request.mode].lower()} needs a source image")
+    if request.mode == "inpaint" and (not isinstance(request.mask, bytes) or not request.mask):
+        raise InvalidRequest("mask", "inpainting needs a mask")
+    if request.mode == "img2img" and request.mask is not None:
+        raise InvalidRequest("mask", "image to image takes no mask (use inpaint)")
+    if not _is_number(request.strength) or request.strength != request.strength or not 0 <= request.strength <= 1:
+        raise InvalidRequest("strength", "must be a number from 0 to 1")
+    if not _is_int(request.mask_blur) or not 0 <= request.mask_blur <= MAX_MASK_BLUR:
+        raise InvalidRequest("mask_blur", f"must be a whole number of pixels from 0 to {MAX_MASK_BLUR}")
+    if request.masked_content not in MASKED_CONTENT:
+        raise InvalidRequest("masked_content", f"one of {', '.join(MASKED_CONTENT)}")
+    if not isinstance(request.only_masked, bool):
+        raise InvalidRequest("only_masked", "must be true or false")
+    if request.only_masked and request.mode != "inpaint":
+        raise InvalidRequest("only_masked", "applies to inpainting only")
+    padding = request.only_masked_padding
+    if not _is_int(padding) or not 0 <= padding <= MAX_ONLY_MASKED_PADDING:
+        raise InvalidRequest("only_masked_padding", f"must be a whole number from 0 to {MAX_ONLY_MASKED_PADDING}")

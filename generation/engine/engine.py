@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
 from .contracts import (
+    MASKED_CONTENT,
     GeneratedImage,
     GenerationRequest,
     GenerationResult,
@@ -20,6 +21,7 @@ from .contracts import (
     validate_request,
 )
 from .infotext import format_infotext
+from .inpainting import Canvas, prepare_canvas
 from .loading import dtype_kwarg, quiet_progress
 from .model_info import read_model_info
 from .pngmeta import encode_png
@@ -106,6 +108,9 @@ class Engine:
         self.pipe = pipe
         self._base_scheduler_config = pipe.scheduler.config
         self._lock = threading.Lock()
+        self._img2img = self._inpaint = None  # made on first use, sharing this pipeline's components
+        # A 9-channel UNet (latents + mask + masked-image latents) is an inpainting model.
+        self.inpainting_model = pipe.unet.config.in_channels == 9
         self._previewer = None
         if taesd_path:
             self._previewer = TaesdPreviewer(taesd_path, self.device, self.dtype)
@@ -137,20 +142,37 @@ class Engine:
         interrupted=True with no images. An exception raised by on_step aborts the run and propagates.
         """
         validate_request(request, self.info)
+        # Decodes and checks the source and mask before taking the lock (a bad file fails fast).
+        canvas = prepare_canvas(request, inpainting_model=self.inpainting_model)
         with self._lock:
             started = time.perf_counter()
             if should_cancel is not None and should_cancel():
                 return GenerationResult(images=[], interrupted=True, engine_seconds=0.0)
-            latents, interrupted = self._denoise(request, on_step, should_cancel, previews,
+            latents, interrupted = self._denoise(request, canvas, on_step, should_cancel, previews,
                                                  preview_interval_s)
-            images = [] if interrupted else self._finish(request, latents)
+            images = [] if interrupted else self._finish(request, canvas, latents)
             return GenerationResult(images=images, interrupted=interrupted,
                                     engine_seconds=time.perf_counter() - started)
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _denoise(self, request, on_step, should_cancel, previews, preview_interval_s):
-        pipe = self.pipe
+    def _pipeline_for(self, request: GenerationRequest, canvas: Canvas | None):
+        """The pipeline of the request's mode and its mode-specific arguments. The img2img and
+        inpaint pipelines share the loaded components (diffusers' from_pipe): nothing is loaded twice."""
+        if canvas is None:
+            return self.pipe, {"width": request.width, "height": request.height}
+        if canvas.mask is None:
+            if self._img2img is None:
+                self._img2img = StableDiffusionImg2ImgPipeline.from_pipe(self.pipe)
+            return self._img2img, {"image": canvas.init, "strength": canvas.strength}
+        if self._inpaint is None:
+            self._inpaint = StableDiffusionInpaintPipeline.from_pipe(self.pipe)
+        return self._inpaint, {"image": canvas.init, "mask_image": canvas.work_mask, "strength": canvas.strength,
+                               "width": request.width, "height": request.height}
+
+    def _denoise(self, request, canvas, on_step, should_cancel, previews, preview_interval_s):
+        pipe, mode_arguments = self._pipeline_for(request, canvas)
+        pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = make_scheduler(request.sampler, self._base_scheduler_config)
         tracker = DenoisedTracker(pipe.scheduler)
         previewer = self._previewer if previews else None
@@ -166,7 +188,10 @@ class Engine:
                     source = tracker.latest()
                     if source is None:
                         source = callback_kwargs["latents"]
-                    frame = encode_frame(grid(previewer(source)))
+                    frames = previewer(source)
+                    if canvas is not None:
+                        frames = canvas.preview(frames)
+                    frame = encode_frame(grid(frames))
                     state["last_frame"] = now
             if on_step is not None:
                 on_step(StepUpdate(step=step, total_steps=total, preview_png=frame,
@@ -180,8 +205,7 @@ class Engine:
         out = pipe(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            width=request.width,
-            height=request.height,
+            **mode_arguments,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance_scale,
             num_images_per_prompt=request.num_images,
@@ -192,13 +216,16 @@ class Engine:
         )
         return out.images, state["interrupted"]
 
-    def _finish(self, request: GenerationRequest, latents: torch.Tensor) -> list[GeneratedImage]:
+    def _finish(self, request: GenerationRequest, canvas: Canvas | None,
+                latents: torch.Tensor) -> list[GeneratedImage]:
         pipe = self.pipe
         images = []
         for i in range(latents.shape[0]):  # one at a time: bounded VAE memory
             with torch.inference_mode():
                 decoded = pipe.vae.decode(latents[i : i + 1] / pipe.vae.config.scaling_factor).sample
             pil = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
+            if canvas is not None:
+                pil = canvas.finish(pil)
             seed = request.seed + i
             infotext = format_infotext(
                 prompt=request.prompt,
@@ -211,7 +238,22 @@ class Engine:
                 height=request.height,
                 model_hash=self.info.hash,
                 model_name=self.info.name,
+                extra=canvas_infotext(request),
             )
             images.append(GeneratedImage(png=encode_png(pil, infotext), seed=seed, width=pil.width,
                                          height=pil.height, infotext=infotext))
         return images
+
+
+def canvas_infotext(request: GenerationRequest) -> dict[str, object]:
+    """The canvas's parameters as AUTOMATIC1111 writes them (nothing for text to image)."""
+    if request.mode == "txt2img":
+        return {}
+    extra: dict[str, object] = {"Denoising strength": request.strength}
+    if request.mode == "inpaint":
+        extra["Mask blur"] = request.mask_blur
+        extra["Masked content"] = MASKED_CONTENT[request.masked_content]
+        if request.only_masked:
+            extra["Inpaint area"] = "Only masked"
+            extra["Only masked padding, pixels"] = request.only_masked_padding
+    return extra
