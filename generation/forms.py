@@ -84,12 +84,7 @@ class CreateForm(forms.Form):
             self.add_error("bill_team", "Choose a team under “Save to” to bill it.")
         if self.errors:
             return data
-        width, height = data.get("width"), data.get("height")
-        if (width is None) != (height is None):
-            raise forms.ValidationError("Give both width and height, or neither to use the aspect ratio.")
-        if width is None:
-            width, height = size_for_aspect(data["aspect"], self.model_info)
-        data["width"], data["height"] = width, height
+        data["width"], data["height"] = self.size_asked(data)
         if data.get("seed") is None:
             data["seed"] = secrets.randbelow(MAX_SEED + 1)
         try:
@@ -100,6 +95,15 @@ class CreateForm(forms.Form):
                 field = "aspect"  # the size came from the aspect ratio
             self.add_error(field, error.message)
         return data
+
+    def size_asked(self, data: dict) -> tuple[int, int]:
+        """The size to generate: width and height if given, else the aspect ratio's."""
+        width, height = data.get("width"), data.get("height")
+        if (width is None) != (height is None):
+            raise forms.ValidationError("Give both width and height, or neither to use the aspect ratio.")
+        if width is None:
+            return size_for_aspect(data["aspect"], self.model_info)
+        return width, height
 
     def clean_save_to(self):
         value = self.cleaned_data["save_to"]

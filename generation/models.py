@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.selectors import team_ids_of
-from generation.engine.contracts import SAMPLERS, GenerationRequest
+from generation.engine.contracts import MASKED_CONTENT, SAMPLERS, GenerationRequest
 
 
 class JobState(models.TextChoices):
@@ -23,11 +23,22 @@ class JobState(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class JobMode(models.TextChoices):
+    """What the canvas asked for. Outpainting runs as inpainting on the padded canvas it stored."""
+
+    TXT2IMG = "txt2img", "Text to image"
+    IMG2IMG = "img2img", "Image to image"
+    INPAINT = "inpaint", "Inpaint"
+    OUTPAINT = "outpaint", "Outpaint"
+
+
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
-# The Job fields that say what to make: exactly the engine's GenerationRequest, by name.
+# The Job fields that say what to make: exactly the engine's GenerationRequest, by name (the
+# canvas's source and mask travel as files; the worker reads them).
 REQUEST_FIELDS = (
     "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "sampler", "seed", "num_images",
 )
+CANVAS_FIELDS = ("strength", "mask_blur", "masked_content", "only_masked", "only_masked_padding")
 
 
 class JobNotDeletable(Exception):
@@ -78,6 +89,25 @@ class Job(models.Model):
         default=False, help_text="Paid from the team's wallet (the member's cap applies), not the user's."
     )
 
+    # The canvas (docs/canvas.md). The source and mask are kept with the job, so "reuse settings"
+    # reproduces it exactly; an outpaint job keeps the padded canvas and the mask of its new area.
+    mode = models.CharField(max_length=16, choices=JobMode.choices, default=JobMode.TXT2IMG)
+    strength = models.FloatField(default=0.75, help_text="Denoising strength, 0-1.")
+    mask_blur = models.PositiveSmallIntegerField(default=4)
+    masked_content = models.CharField(max_length=16, choices=list(MASKED_CONTENT.items()), default="original")
+    only_masked = models.BooleanField(default=False)
+    only_masked_padding = models.PositiveSmallIntegerField(default=32)
+    outpaint_left = models.PositiveSmallIntegerField(default=0)
+    outpaint_top = models.PositiveSmallIntegerField(default=0)
+    outpaint_right = models.PositiveSmallIntegerField(default=0)
+    outpaint_bottom = models.PositiveSmallIntegerField(default=0)
+    source_file = models.FileField(max_length=300, blank=True)
+    mask_file = models.FileField(max_length=300, blank=True)
+    source_image = models.ForeignKey(
+        "generation.Image", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived_jobs",
+        help_text="The image of the studio this job started from, if any.",
+    )
+
     # Lease: who runs it and until when. An expired lease means the worker is presumed dead.
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -106,6 +136,8 @@ class Job(models.Model):
             models.CheckConstraint(condition=Q(steps__gte=1) & Q(steps__lte=150), name="job_steps_1_150"),
             models.CheckConstraint(condition=Q(billed_to_team=False) | Q(team__isnull=False),
                                    name="job_billed_to_team_has_team"),
+            models.CheckConstraint(condition=Q(strength__gte=0) & Q(strength__lte=1), name="job_strength_0_1"),
+            models.CheckConstraint(condition=Q(mode="txt2img") | ~Q(source_file=""), name="job_canvas_has_source"),
         ]
 
     def __str__(self) -> str:
@@ -129,8 +161,21 @@ class Job(models.Model):
             raise JobNotDeletable(f"Job {self.pk} is {self.state}: cancel it first (generation.services.job_delete).")
         return super().delete(*args, **kwargs)
 
-    def generation_request(self) -> GenerationRequest:
-        return GenerationRequest(**{name: getattr(self, name) for name in REQUEST_FIELDS})
+    @property
+    def engine_mode(self) -> str:
+        return JobMode.INPAINT if self.mode == JobMode.OUTPAINT else self.mode
+
+    @property
+    def uses_canvas(self) -> bool:
+        return self.mode != JobMode.TXT2IMG
+
+    def generation_request(self, *, init_image: bytes | None = None, mask: bytes | None = None) -> GenerationRequest:
+        """The engine's request; a canvas job needs the bytes of its source (and mask) files."""
+        fields = {name: getattr(self, name) for name in REQUEST_FIELDS}
+        if self.uses_canvas:
+            fields.update({name: getattr(self, name) for name in CANVAS_FIELDS},
+                          mode=self.engine_mode, init_image=init_image, mask=mask)
+        return GenerationRequest(**fields)
 
     @property
     def progress_percent(self) -> int:

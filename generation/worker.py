@@ -134,7 +134,7 @@ def run_job(lease: services.Lease) -> None:
             result = None
         else:
             result = engine().generate(
-                job.generation_request(), on_step=reporter.on_step, should_cancel=reporter.should_cancel,
+                request_for(job), on_step=reporter.on_step, should_cancel=reporter.should_cancel,
                 previews=True, preview_interval_s=settings.STUDIO_PREVIEW_INTERVAL_SECONDS,
             )
     except Exception as error:  # the engine failed on this job: fail it with the reason, keep the worker
@@ -154,6 +154,19 @@ def run_job(lease: services.Lease) -> None:
         for image in stored:
             default_storage.delete(image.file_name)
             default_storage.delete(image.thumbnail_name)
+
+
+def request_for(job: Job):
+    """The engine request of a job; a canvas job's source and mask are read from storage here."""
+    if not job.uses_canvas:
+        return job.generation_request()
+    with default_storage.open(job.source_file.name, "rb") as source:
+        init_image = source.read()
+    mask = None
+    if job.mask_file:
+        with default_storage.open(job.mask_file.name, "rb") as mask_file:
+            mask = mask_file.read()
+    return job.generation_request(init_image=init_image, mask=mask)
 
 
 def _finish_quietly(service, **kwargs) -> None:

@@ -268,6 +268,12 @@ def prepare_canvas(request: GenerationRequest, *, inpainting_model: bool = False
     return Canvas(source=source, init=init, strength=strength, mask=blurred, work_mask=work_mask, crop=crop)
 
 
+def check_canvas(request: GenerationRequest) -> None:
+    """Raise InvalidRequest if the worker would refuse this request's source or mask (the web
+    checks a canvas form with the very code the worker runs)."""
+    prepare_canvas(request)
+
+
 def _whole_picture(image: Image.Image, *, strength: float) -> Canvas:
     full = np.ones((image.height, image.width), dtype=np.float32)
     return Canvas(source=image, init=image, strength=strength, mask=full, work_mask=Image.new("L", image.size, 255))

@@ -17,7 +17,15 @@ Callers use the package: `from generation import services; services.job_submit(.
 
 from generation.models import JobNotDeletable
 from generation.services.images import image_delete, image_set_favourite
-from generation.services.jobs import TeamNotAllowed, TooManyActiveJobs, job_cancel, job_cost, job_delete, job_submit
+from generation.services.jobs import (
+    CanvasInput,
+    TeamNotAllowed,
+    TooManyActiveJobs,
+    job_cancel,
+    job_cost,
+    job_delete,
+    job_submit,
+)
 from generation.services.queue import (
     Lease,
     LeaseLost,
@@ -39,6 +47,7 @@ from generation.services.teams import (
 from generation.services.wakeup import wake_workers
 
 __all__ = [
+    "CanvasInput",
     "JobNotDeletable",
     "Lease",
     "LeaseLost",

@@ -1,4 +1,4 @@
-"""Removing stored files (images, thumbnails) once the rows that named them are gone."""
+"""Removing stored files (images, thumbnails, canvas sources) once the rows that named them are gone."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ def files_delete_on_commit(names: list[str]) -> None:
     delete never leaves a row without its files. A missing file or a storage hiccup leaves an
     orphan file and a log line, never an error."""
     names = [name for name in names if name]
-    transaction.on_commit(lambda: _delete_now(names))
+    transaction.on_commit(lambda: files_delete_now(names))
 
 
-def _delete_now(names: list[str]) -> None:
+def files_delete_now(names: list[str]) -> None:
+    """Delete these files at once (files stored for rows that were never written)."""
     for name in names:
         try:
             default_storage.delete(name)

@@ -2,22 +2,64 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing import services as billing
 from generation import events, permissions
-from generation.models import Job, JobNotDeletable, JobState
+from generation.models import Image, Job, JobNotDeletable, JobState
 from generation.selectors import model_info
 from generation.services import wakeup
-from generation.services.files import files_delete_on_commit
+from generation.services.files import files_delete_now, files_delete_on_commit
 
 
 class TooManyActiveJobs(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class CanvasInput:
+    """What the canvas adds to a request: its mode, the source (and mask) as checked PNG bytes
+    (generation.services.uploads made them), and the inpaint options. An outpaint arrives as its
+    padded canvas and the mask of the new area, with the amounts kept for the record."""
+
+    mode: str  # a JobMode other than txt2img
+    source_png: bytes
+    mask_png: bytes | None = None
+    strength: float = 0.75
+    mask_blur: int = 4
+    masked_content: str = "original"
+    only_masked: bool = False
+    only_masked_padding: int = 32
+    outpaint: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, top, right, bottom
+    source_image: Image | None = None  # the studio image it started from, if any
+
+    def job_fields(self) -> dict:
+        left, top, right, bottom = self.outpaint
+        return {
+            "mode": self.mode, "strength": self.strength, "mask_blur": self.mask_blur,
+            "masked_content": self.masked_content, "only_masked": self.only_masked,
+            "only_masked_padding": self.only_masked_padding, "outpaint_left": left, "outpaint_top": top,
+            "outpaint_right": right, "outpaint_bottom": bottom, "source_image": self.source_image,
+        }
+
+
+def _store_canvas_files(user, canvas: CanvasInput) -> dict[str, str]:
+    """Save the source and mask through the storage API (private: served only through views
+    that check the job's visibility). Returns the Job's file fields."""
+    folder = f"canvas/{user.pk}/{uuid.uuid4().hex}"
+    names = {"source_file": default_storage.save(f"{folder}/source.png", ContentFile(canvas.source_png))}
+    if canvas.mask_png is not None:
+        names["mask_file"] = default_storage.save(f"{folder}/mask.png", ContentFile(canvas.mask_png))
+    return names
 
 
 class TeamNotAllowed(Exception):
@@ -44,12 +86,14 @@ def _lock_user_for_submit(user) -> None:
 @transaction.atomic
 def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
                guidance_scale: float, sampler: str, seed: int, num_images: int,
-               team=None, bill_team: bool = False) -> Job:
+               team=None, bill_team: bool = False, canvas: CanvasInput | None = None) -> Job:
     """Create a QUEUED job and reserve its credits in one transaction; wake a worker on commit.
 
     With `team` its images go to that team's gallery; with `bill_team` too, the team's wallet
-    pays (the member's monthly cap applies). Raises billing.InsufficientCredits (or its
-    MemberCapReached), TooManyActiveJobs or TeamNotAllowed, in which case nothing is written.
+    pays (the member's monthly cap applies). With `canvas`, it works on a source image (the
+    canvas's files are stored first and removed again if the job is not created).
+    Raises billing.InsufficientCredits (or its MemberCapReached), TooManyActiveJobs or
+    TeamNotAllowed, in which case nothing is written.
     """
     if bill_team and team is None:
         raise ValueError("bill_team needs a team")
@@ -63,12 +107,19 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
         )
     info = model_info()
     cost = job_cost(width=width, height=height, steps=steps, num_images=num_images)
-    job = Job.objects.create(
-        user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
-        guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
-        model_name=info.name, model_hash=info.hash, cost=cost, team=team, billed_to_team=bill_team,
-    )
-    billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost, team=team if bill_team else None)
+    files = _store_canvas_files(user, canvas) if canvas is not None else {}
+    try:
+        job = Job.objects.create(
+            user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
+            guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
+            model_name=info.name, model_hash=info.hash, cost=cost, team=team, billed_to_team=bill_team,
+            **(canvas.job_fields() if canvas is not None else {}), **files,
+        )
+        billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost,
+                                team=team if bill_team else None)
+    except BaseException:
+        files_delete_now(list(files.values()))  # no job will name them
+        raise
     events.job_state_changed(job)
     transaction.on_commit(wakeup.wake_workers_in_background)
     return job
@@ -104,5 +155,6 @@ def job_delete(*, job: Job) -> None:
     if billing_selectors.subject_has_open_hold(subject=locked.billing_subject):
         raise JobNotDeletable("This job still has credits on hold; run `manage.py billing_check`.")
     files = [name for image in locked.images.all() for name in (image.file.name, image.thumbnail.name)]
+    files += [name for name in (locked.source_file.name, locked.mask_file.name) if name]
     locked.delete()
     files_delete_on_commit(files)
