@@ -25,7 +25,9 @@ def image_share_panel(context, image):
 
 @register.inclusion_tag("generation/_share_panel.html", takes_context=True)
 def collection_share_panel(context, collection):
-    return _panel(context, collection=collection)
+    panel = _panel(context, collection=collection)
+    panel["in_details"] = True  # folded on the collection's page; an htmx answer swaps only the section
+    return panel
 
 
 @register.simple_tag(takes_context=True)
