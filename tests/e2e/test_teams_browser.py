@@ -1,0 +1,99 @@
+"""Teams in Chromium on the live stack: A creates a team from the nav, invites B by email (the link
+comes from the real mail backend's file), B accepts in a second browser, A makes B a viewer;
+a used link tells a third person so. Screenshots on a desktop and a phone."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from accounts.models import Membership
+from tests.e2e.browser_fixtures import (  # noqa: F401  (fixtures)
+    PHONE,
+    _fresh_redis_state,
+    browser,
+    browser_session_factory,
+    live_stack,
+    mail_bodies,
+    mail_files,
+    orm,
+    shared_live_stack,
+    shots,
+    signed_in,
+    wait_for_new_mail,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+LINK = re.compile(r"https?://\S+/invitations/[A-Za-z0-9_-]+/")
+
+
+def member_row(page, email: str):
+    return page.locator(f"[data-member='{email}']")
+
+
+def test_invite_accept_and_change_role(signed_in, shots):
+    session_a, page_a, owner = signed_in()
+    session_b, page_b, invitee = signed_in()
+    session_c, page_c, stranger = signed_in()
+
+    page_a.goto("/")
+    page_a.click("nav >> text=Teams")
+    page_a.wait_for_url("**/teams/")
+    assert page_a.locator("nav a[aria-current=page]").inner_text() == "Teams"
+    page_a.fill("input[name=name]", "Night Shift")
+    page_a.click("button:has-text('Create team')")
+    page_a.wait_for_url(re.compile(r".*/teams/[0-9a-f-]{36}/$"))
+    assert "Night Shift" in page_a.locator("h1").inner_text()
+    assert member_row(page_a, owner.email).locator("[data-role]").inner_text().strip().lower() == "owner"
+
+    before = mail_files()
+    page_a.fill("input[name=email]", invitee.email.upper())
+    page_a.select_option("select[name=role]", "member")
+    page_a.click("button:has-text('Send invitation')")
+    page_a.wait_for_selector(f"text=Invitation sent to {invitee.email.upper()}")
+    assert page_a.locator(f"[data-invitation='{invitee.email.upper()}']").count() == 1
+    shots(page_a, "1-owner-invited")
+    body = "\n".join(mail_bodies(wait_for_new_mail(before)))
+    link = LINK.search(body).group(0)
+    assert "Night Shift" in body
+
+    page_b.goto(link)
+    assert page_b.locator("button:has-text('Accept and join')").count() == 1
+    shots(page_b, "2-invitee-invitation")
+    page_b.click("button:has-text('Accept and join')")
+    page_b.wait_for_url(re.compile(r".*/teams/[0-9a-f-]{36}/$"))
+    page_b.wait_for_selector("text=Welcome to Night Shift")
+    assert member_row(page_b, invitee.email).locator("[data-role]").inner_text().strip().lower() == "member"
+    assert page_b.locator("text=Change role").count() == 0  # members manage nobody
+    shots(page_b, "3-invitee-joined")
+
+    page_c.goto(link)  # single use: the next person is told so
+    assert "already been used" in page_c.locator("[data-invitation-problem]").inner_text()
+    with orm():
+        assert not Membership.objects.filter(user=stranger).exists()
+
+    page_a.reload()
+    row = member_row(page_a, invitee.email)
+    assert row.locator("[data-role]").inner_text().strip().lower() == "member"
+    row.locator("select[name=role]").select_option("viewer")
+    row.locator("button:has-text('Change role')").click()
+    page_a.wait_for_selector(f"text={invitee.email} is now viewer.")
+    assert member_row(page_a, invitee.email).locator("[data-role]").inner_text().strip().lower() == "viewer"
+    shots(page_a, "4-owner-made-viewer")
+    with orm():
+        assert Membership.objects.get(user=invitee).role == "viewer"
+
+    page_b.click("text=Team gallery")
+    page_b.wait_for_url("**/gallery/")
+    assert page_b.locator("text=Create into").count() == 0  # viewers only look
+    page_b.set_viewport_size(PHONE)
+    page_b.goto(page_b.url.replace("/gallery/", "/"))
+    shots(page_b, "5-viewer-team-page-phone")
+
+    page_a.set_viewport_size(PHONE)
+    page_a.reload()
+    shots(page_a, "6-owner-team-page-phone")
+    assert session_a.console_errors == [] and session_b.console_errors == []
+    assert [error for error in session_c.console_errors if "410 (Gone)" not in error] == []  # the used link
