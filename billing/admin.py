@@ -24,24 +24,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Wallet)
 class WalletAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "owner_user", "available", "held", "updated_at", "manage"]
-    search_fields = ["owner_user__email", "owner_user__username", "=owner_user__id"]
-    list_select_related = ["owner_user"]
-    readonly_fields = ["owner_user", "available", "held", "created_at", "updated_at", "manage"]
+    list_display = ["__str__", "owner_user", "owner_team", "available", "held", "updated_at", "manage"]
+    search_fields = ["owner_user__email", "owner_user__username", "=owner_user__id", "owner_team__name"]
+    list_select_related = ["owner_user", "owner_team"]
+    readonly_fields = ["owner_user", "owner_team", "available", "held", "created_at", "updated_at", "manage"]
 
     @admin.display(description="Grant, revoke, refund")
     def manage(self, obj: Wallet):
-        if not obj.owner_user_id:
+        if obj.owner_team_id:
+            url = reverse("billing:staff_team", args=[obj.owner_team_id])
+        elif obj.owner_user_id:
+            url = reverse("billing:staff_user", args=[obj.owner_user_id])
+        else:
             return "-"
-        return format_html('<a href="{}">Open the credits page</a>', reverse("billing:staff_user", args=[obj.owner_user_id]))
+        return format_html('<a href="{}">Open the credits page</a>', url)
 
 
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "wallet", "kind", "amount", "available_delta", "held_delta", "available_after", "actor", "reason"]
+    list_display = ["created_at", "wallet", "kind", "amount", "available_delta", "held_delta", "available_after", "actor", "spender", "reason"]
     list_filter = ["kind", "created_at"]
-    search_fields = ["idempotency_key", "reason", "wallet__owner_user__email", "=job__id"]
-    list_select_related = ["wallet__owner_user", "actor"]
+    # (The job foreign key became `subject` in migration 0006; searching "=job__id" raised a FieldError.)
+    search_fields = ["idempotency_key", "reason", "subject", "wallet__owner_user__email", "wallet__owner_team__name"]
+    list_select_related = ["wallet__owner_user", "wallet__owner_team", "actor", "spender"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in LedgerEntry._meta.fields]
 

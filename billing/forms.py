@@ -65,3 +65,24 @@ class RefundForm(forms.Form):
             return subject_check(self.cleaned_data["subject"].strip())
         except InvalidSubject as error:
             raise forms.ValidationError(str(error)) from error
+
+
+# --- team wallets --------------------------------------------------------------------------------
+
+
+class TeamTransferForm(forms.Form):
+    """Move credits from my own wallet into a team's. The token makes a double submit count once."""
+
+    amount = forms.IntegerField(
+        min_value=1, max_value=100_000_000, label="Credits to move",
+        error_messages={"min_value": "Move at least 1 credit.", "invalid": "Enter a whole number of credits."},
+    )
+    token = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
+
+
+class MemberCapForm(forms.Form):
+    monthly_credits = forms.IntegerField(
+        min_value=0, max_value=100_000_000, label="Monthly limit",
+        help_text="Credits per calendar month (UTC); 0 stops them billing the team.",
+        error_messages={"min_value": "A limit cannot be negative.", "invalid": "Enter a whole number of credits."},
+    )

@@ -6,11 +6,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 from django.utils import timezone
 
-from billing.models import CreditPack, EntryKind, LedgerEntry, Payment, Wallet
+from billing.models import CreditPack, EntryKind, LedgerEntry, MemberCap, Payment, Wallet
 from billing.subjects import subject_live_ids_function, subject_split
 
 
@@ -57,7 +57,6 @@ def wallet_totals_from_ledger(*, wallet_id: int) -> tuple[int, int]:
 def wallets_out_of_balance() -> list[dict]:
     """Wallets whose cached balances differ from the sums of their entries (should be none)."""
     from django.db.models import F
-    from django.db.models.functions import Coalesce
 
     return list(
         Wallet.objects.annotate(
@@ -65,7 +64,7 @@ def wallets_out_of_balance() -> list[dict]:
             ledger_held=Coalesce(Sum("entries__held_delta"), 0),
         )
         .exclude(available=F("ledger_available"), held=F("ledger_held"))
-        .values("pk", "owner_user_id", "available", "held", "ledger_available", "ledger_held")
+        .values("pk", "owner_user_id", "owner_team_id", "available", "held", "ledger_available", "ledger_held")
     )
 
 
@@ -110,8 +109,20 @@ def open_holds_stale() -> list[LedgerEntry]:
     return stale
 
 
+def wallet_owner_label(wallet: Wallet | dict) -> str:
+    """`user 12` or `team <uuid>`: who a wallet belongs to, for staff output and checks."""
+    get = wallet.get if isinstance(wallet, dict) else lambda name: getattr(wallet, name)
+    return f"team {get('owner_team_id')}" if get("owner_team_id") else f"user {get('owner_user_id')}"
+
+
+def subject_wallet(*, subject: str) -> Wallet | None:
+    """The wallet (a user's or a team's) that holds or paid for a subject, or None."""
+    entry = LedgerEntry.objects.filter(subject=subject, kind=EntryKind.RESERVE).select_related("wallet").first()
+    return entry.wallet if entry else None
+
+
 def subject_payer(*, subject: str):
-    """The user whose wallet holds or paid for a subject, or None."""
+    """The user whose own wallet holds or paid for a subject; None for none or a team's wallet."""
     entry = (
         LedgerEntry.objects.filter(subject=subject, kind=EntryKind.RESERVE).select_related("wallet__owner_user").first()
     )
@@ -134,6 +145,10 @@ def subject_charge(*, subject: str) -> dict:
 
 def payments_for_user(*, user) -> QuerySet[Payment]:
     return Payment.objects.filter(user_id=user.pk)
+
+
+def payments_for_wallet(*, wallet_id: int) -> QuerySet[Payment]:
+    return Payment.objects.filter(wallet_id=wallet_id).select_related("user")
 
 
 def packs_for_sale() -> QuerySet[CreditPack]:
@@ -215,3 +230,96 @@ def ledger_for_export(*, user=None) -> QuerySet[LedgerEntry]:
     if user is not None:
         qs = qs.filter(wallet__owner_user_id=user.pk)
     return qs
+
+
+# --- team wallets --------------------------------------------------------------------------------
+
+
+def wallet_for_team(*, team_id) -> Wallet | None:
+    return Wallet.objects.filter(owner_team_id=team_id).first()
+
+
+def team_wallet_balance(*, team_id) -> tuple[int, int]:
+    """(available, held) of a team's wallet; (0, 0) before its first credit."""
+    row = Wallet.objects.filter(owner_team_id=team_id).values_list("available", "held").first()
+    return row if row is not None else (0, 0)
+
+
+def team_wallet_history(*, team_id) -> QuerySet[LedgerEntry]:
+    """A team wallet's entries, newest first, with who spent, who acted and what was bought."""
+    return LedgerEntry.objects.filter(wallet__owner_team_id=team_id).select_related("payment", "actor", "spender")
+
+
+def open_holds_for_team(*, team_id) -> QuerySet[LedgerEntry]:
+    wallet = wallet_for_team(team_id=team_id)
+    return open_holds(wallet_id=wallet.pk).select_related("spender") if wallet else LedgerEntry.objects.none()
+
+
+def team_member_caps(*, team_id) -> dict[int, int]:
+    """{user id: monthly credits} of the members who have a cap."""
+    return dict(MemberCap.objects.filter(team_id=team_id).values_list("user_id", "monthly_credits"))
+
+
+@dataclass(frozen=True)
+class MemberMonthUsage:
+    """What one member took from a team wallet in one calendar month (UTC), counted by the month
+    each hold was reserved in, as the caps count it: `used` = `spent` + `on_hold`."""
+
+    month: dt.date
+    user_id: int
+    email: str
+    spent: int  # captured, less refunds
+    on_hold: int  # reserved for work still queued or running
+    cap: int | None  # the member's cap today (shown on the current month)
+
+    @property
+    def used(self) -> int:
+        return self.spent + self.on_hold
+
+
+def _settled_amount(kind: str):
+    rows = LedgerEntry.objects.filter(kind=kind, subject=OuterRef("subject")).values("amount")[:1]
+    return Coalesce(Subquery(rows), 0)
+
+
+def team_usage_by_member_month(*, team_id, user_id: int | None = None, months: int = 12,
+                               now: dt.datetime | None = None) -> list[MemberMonthUsage]:
+    """Usage of a team wallet per member and month, newest month first, for the last `months`
+    months (only `user_id`'s rows if given). One query: each reserve entry with its subject's
+    capture, release and refund amounts (the per-subject unique index makes those lookups cheap),
+    summed per month and spender."""
+    since = month_start(now)
+    for _ in range(months - 1):
+        since = month_start(since - dt.timedelta(days=1))
+    reserves = LedgerEntry.objects.filter(
+        wallet__owner_team_id=team_id, kind=EntryKind.RESERVE, spender__isnull=False, created_at__gte=since
+    )
+    if user_id is not None:
+        reserves = reserves.filter(spender_id=user_id)
+    rows = (
+        reserves.annotate(month=TruncMonth("created_at", tzinfo=dt.timezone.utc))
+        .values("month", "spender_id", "spender__email")
+        .annotate(
+            reserved=Sum("amount"),
+            captured=Sum(_settled_amount(EntryKind.CAPTURE)),
+            released=Sum(_settled_amount(EntryKind.RELEASE)),
+            refunded=Sum(_settled_amount(EntryKind.REFUND)),
+        )
+        .order_by("-month", "spender__email", "spender_id")
+    )
+    caps = team_member_caps(team_id=team_id)
+    this_month = month_start(now).date()
+    usage = []
+    for row in rows:
+        month = row["month"].date() if isinstance(row["month"], dt.datetime) else row["month"]
+        usage.append(
+            MemberMonthUsage(
+                month=month,
+                user_id=row["spender_id"],
+                email=row["spender__email"],
+                spent=row["captured"] - row["refunded"],
+                on_hold=row["reserved"] - row["captured"] - row["released"],
+                cap=caps.get(row["spender_id"]) if month == this_month else None,
+            )
+        )
+    return usage

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, Strea
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.models import Team
 from billing import selectors, services
 from billing.charts import usage_bar_chart
 from billing.forms import AdjustForm, LedgerExportForm, RefundForm, UserSearchForm
@@ -76,22 +77,34 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
     return render(request, "billing/staff/user_detail.html", _user_context(request, customer))
 
 
+def _staff_wallet_redirect(wallet) -> HttpResponse:
+    if wallet.owner_team_id:
+        return redirect("billing:staff_team", team_id=wallet.owner_team_id)
+    return redirect("billing:staff_user", user_id=wallet.owner_user_id)
+
+
 @staff_member_required
 @require_POST
 def refund(request: HttpRequest) -> HttpResponse:
-    """Refund what a subject (e.g. `job:<id>`) was charged, to the wallet it was charged to."""
+    """Refund what a subject (e.g. `job:<id>`) was charged, to the wallet (a user's or a team's)
+    it was charged to."""
     form = RefundForm(request.POST)
-    owner = None
+    owner = wallet = None
     if form.is_valid():
         subject = form.cleaned_data["subject"]
-        owner = selectors.subject_payer(subject=subject)
+        wallet = selectors.subject_wallet(subject=subject)
+        owner = wallet.owner_user if wallet is not None else None
         try:
             entry = services.credits_refund(subject=subject, actor=request.user, reason=form.cleaned_data["reason"])
         except (ValueError, services.AlreadyRecorded) as error:
             form.add_error("subject", str(error))
         else:
             messages.success(request, f"Refunded {entry.amount:,} credits for {subject}.")
-            return redirect("billing:staff_user", user_id=owner.pk)
+            return _staff_wallet_redirect(wallet)
+    if wallet is not None and wallet.owner_team_id:
+        team = get_object_or_404(Team, pk=wallet.owner_team_id)
+        return render(request, "billing/staff/team_detail.html", _team_context(request, team, refund_form=form),
+                      status=400)
     if owner is None:
         user_id = request.POST.get("user_id", "")
         if user_id.isascii() and user_id.isdigit() and len(user_id) <= 18:
@@ -102,6 +115,30 @@ def refund(request: HttpRequest) -> HttpResponse:
     return render(
         request, "billing/staff/user_detail.html", _user_context(request, owner, refund_form=form), status=400
     )
+
+
+def _team_context(request: HttpRequest, team, *, refund_form=None) -> dict:
+    available, held = selectors.team_wallet_balance(team_id=team.pk)
+    wallet = selectors.wallet_for_team(team_id=team.pk)
+    page = Paginator(selectors.team_wallet_history(team_id=team.pk), 100).get_page(request.GET.get("page"))
+    return {
+        "team": team,
+        "available": available,
+        "held": held,
+        "holds": selectors.open_holds_for_team(team_id=team.pk),
+        "entries": page,
+        "payments": selectors.payments_for_wallet(wallet_id=wallet.pk) if wallet else [],
+        "usage": selectors.team_usage_by_member_month(team_id=team.pk, months=3),
+        "refund_form": refund_form or RefundForm(),
+    }
+
+
+@staff_member_required
+@require_GET
+def team_detail(request: HttpRequest, team_id) -> HttpResponse:
+    """A team's wallet for staff: balance, holds, usage, ledger, purchases; refunds by subject."""
+    team = get_object_or_404(Team, pk=team_id)
+    return render(request, "billing/staff/team_detail.html", _team_context(request, team))
 
 
 @staff_member_required
@@ -134,7 +171,7 @@ class _Echo:
 CSV_COLUMNS = [
     "id", "created_at", "user_id", "user_email", "wallet_id", "kind", "amount", "available_delta",
     "held_delta", "available_after", "held_after", "subject", "payment_id", "actor_id", "actor_email",
-    "reason", "idempotency_key",
+    "reason", "idempotency_key", "team_id", "spender_id",
 ]
 
 
@@ -165,7 +202,8 @@ def ledger_csv(request: HttpRequest) -> StreamingHttpResponse:
                     e.pk, e.created_at.isoformat(), owner.pk if owner else "", _csv_cell(owner.email if owner else ""),
                     e.wallet_id, e.kind, e.amount, e.available_delta, e.held_delta, e.available_after, e.held_after,
                     _csv_cell(e.subject), e.payment_id or "", e.actor_id or "", _csv_cell(e.actor.email if e.actor else ""),
-                    _csv_cell(e.reason), _csv_cell(e.idempotency_key),
+                    _csv_cell(e.reason), _csv_cell(e.idempotency_key), e.wallet.owner_team_id or "",
+                    e.spender_id or "",
                 ]
             )
 

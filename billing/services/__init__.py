@@ -3,6 +3,7 @@
     credits_reserve / credits_capture / credits_release   a hold's lifecycle, keyed by subject
     credits_grant_signup / credits_adjust / credits_refund / credits_purchase
     payment_checkout_start / payment_test_purchase / stripe_webhook_receive
+    credits_transfer_to_team / member_cap_set / member_cap_clear   team wallets (billing.services.teams)
     job_price (billing.pricing, re-exported)
 """
 
@@ -25,6 +26,14 @@ from billing.services.payments import (
     stripe_webhook_receive,
     purchases_test_mode_enabled,
 )
+from billing.services.teams import (
+    NotATeamMember,
+    TeamWalletNotAllowed,
+    Transfer,
+    credits_transfer_to_team,
+    member_cap_clear,
+    member_cap_set,
+)
 from billing.subjects import InvalidSubject
 
 __all__ = [
@@ -32,6 +41,9 @@ __all__ = [
     "InsufficientCredits",
     "InvalidSubject",
     "MemberCapReached",
+    "NotATeamMember",
+    "TeamWalletNotAllowed",
+    "Transfer",
     "PaymentsNotConfigured",
     "WebhookRejected",
     "credits_adjust",
@@ -41,7 +53,10 @@ __all__ = [
     "credits_refund",
     "credits_release",
     "credits_reserve",
+    "credits_transfer_to_team",
     "job_price",
+    "member_cap_clear",
+    "member_cap_set",
     "payment_checkout_start",
     "payment_test_purchase",
     "stripe_checkout_enabled",

@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from billing.models import CreditPack, Payment, PaymentProvider, PaymentStatus, StripeEvent
 from billing.services.grants import credits_purchase
-from billing.services.ledger import wallet_get_or_create_for_user
+from billing.services.ledger import wallet_get_or_create_for_team, wallet_get_or_create_for_user
+from billing.services.teams import assert_manages_team_wallet
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,14 @@ def purchases_test_mode_enabled() -> bool:
     return bool(getattr(settings, "STUDIO_BILLING_TEST_PURCHASES", False))
 
 
-def _new_payment(*, user, pack: CreditPack, provider: str) -> Payment:
-    wallet = wallet_get_or_create_for_user(user=user)
+def _new_payment(*, user, pack: CreditPack, provider: str, team=None) -> Payment:
+    """A pending Payment by `user`, crediting their own wallet or, with `team`, the team's (only
+    its owner and admins may buy for it)."""
+    if team is None:
+        wallet = wallet_get_or_create_for_user(user=user)
+    else:
+        assert_manages_team_wallet(user=user, team=team)
+        wallet = wallet_get_or_create_for_team(team=team)
     return Payment.objects.create(
         user=user,
         wallet=wallet,
@@ -53,8 +60,9 @@ def _new_payment(*, user, pack: CreditPack, provider: str) -> Payment:
     )
 
 
-def payment_checkout_start(*, user, pack: CreditPack, success_url: str, cancel_url: str) -> str:
+def payment_checkout_start(*, user, pack: CreditPack, success_url: str, cancel_url: str, team=None) -> str:
     """Create a pending Payment and a Stripe Checkout Session for it; return the URL to send the user to.
+    With `team`, the credits go to the team's wallet when Stripe confirms the payment.
 
     The Payment row is committed before Stripe is called (no transaction held open over the network).
     """
@@ -63,7 +71,8 @@ def payment_checkout_start(*, user, pack: CreditPack, success_url: str, cancel_u
     if not pack.active:
         raise ValueError("This pack is not for sale.")
     with transaction.atomic():
-        payment = _new_payment(user=user, pack=pack, provider=PaymentProvider.STRIPE)
+        payment = _new_payment(user=user, pack=pack, provider=PaymentProvider.STRIPE, team=team)
+    for_team = f" for team {team.name}" if team is not None else ""
     session = stripe.checkout.Session.create(
         api_key=settings.STRIPE_SECRET_KEY,
         mode="payment",
@@ -73,7 +82,7 @@ def payment_checkout_start(*, user, pack: CreditPack, success_url: str, cancel_u
                 "price_data": {
                     "currency": payment.currency,
                     "unit_amount": payment.amount_cents,
-                    "product_data": {"name": f"{payment.pack_name} ({payment.credits:,} credits)"},
+                    "product_data": {"name": f"{payment.pack_name} ({payment.credits:,} credits){for_team}"},
                 },
             }
         ],
@@ -93,13 +102,14 @@ def payment_checkout_start(*, user, pack: CreditPack, success_url: str, cancel_u
 
 
 @transaction.atomic
-def payment_test_purchase(*, user, pack: CreditPack) -> Payment:
-    """Test mode only (STUDIO_BILLING_TEST_PURCHASES): a purchase that moves no money."""
+def payment_test_purchase(*, user, pack: CreditPack, team=None) -> Payment:
+    """Test mode only (STUDIO_BILLING_TEST_PURCHASES): a purchase that moves no money, for the
+    user's own wallet or, with `team`, the team's."""
     if not purchases_test_mode_enabled():
         raise PaymentsNotConfigured("Test purchases are disabled.")
     if not pack.active:
         raise ValueError("This pack is not for sale.")
-    payment = _new_payment(user=user, pack=pack, provider=PaymentProvider.TEST)
+    payment = _new_payment(user=user, pack=pack, provider=PaymentProvider.TEST, team=team)
     payment.status = PaymentStatus.PAID
     payment.paid_at = timezone.now()
     payment.save(update_fields=["status", "paid_at"])

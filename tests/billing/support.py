@@ -51,3 +51,23 @@ def assert_wallet_consistent(wallet_id: int) -> None:
     wallet = Wallet.objects.get(pk=wallet_id)
     assert (wallet.available, wallet.held) == wallet_totals_from_ledger(wallet_id=wallet_id)
     assert wallet.available >= 0 and wallet.held >= 0
+
+
+def make_team(owner, *, name: str = "Acme", members: dict | None = None):
+    """A team owned by `owner`, with `members` ({user: role}). Rows are made directly: the schema
+    is what billing relies on; the team services are accounts' and tested there."""
+    from accounts.models import Membership, Team, TeamRole
+
+    team = Team.objects.create(name=name, created_by=owner)
+    Membership.objects.create(team=team, user=owner, role=TeamRole.OWNER)
+    for member, role in (members or {}).items():
+        Membership.objects.create(team=team, user=member, role=role)
+    return team
+
+
+def fund_team(team, admin, amount: int):
+    """Put credits in a team's wallet the way an admin does: give the admin credits, move them in."""
+    from billing.services import credits_transfer_to_team
+
+    give(admin, amount)
+    return credits_transfer_to_team(user=admin, team=team, amount=amount, idempotency_key=str(uuid.uuid4()))

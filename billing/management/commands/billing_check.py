@@ -1,9 +1,9 @@
-"""`manage.py billing_check`: every wallet's cached balances equal its ledger sums, and no credits
+"""`manage.py billing_check`: every wallet's (users' and teams') cached balances equal its ledger sums, and no credits
 are held for a subject that is over or gone (a job deleted or finished behind the services' back)."""
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.selectors import open_holds_stale, wallets_out_of_balance
+from billing.selectors import open_holds_stale, wallet_owner_label, wallets_out_of_balance
 
 
 class Command(BaseCommand):
@@ -16,13 +16,13 @@ class Command(BaseCommand):
         bad = wallets_out_of_balance()
         for row in bad:
             self.stderr.write(
-                f"wallet {row['pk']} (user {row['owner_user_id']}): cached {row['available']}/{row['held']}, "
+                f"wallet {row['pk']} ({wallet_owner_label(row)}): cached {row['available']}/{row['held']}, "
                 f"ledger {row['ledger_available']}/{row['ledger_held']}"
             )
         stale = open_holds_stale()
         for hold in stale:
             self.stderr.write(
-                f"wallet {hold.wallet_id} (user {hold.wallet.owner_user_id}): {hold.amount} credits held for "
+                f"wallet {hold.wallet_id} ({wallet_owner_label(hold.wallet)}): {hold.amount} credits held for "
                 f"{hold.subject} since {hold.created_at:%Y-%m-%d %H:%M}, which is finished or no longer exists"
             )
         problems = [f"{len(bad)} wallet(s) out of balance"] if bad else []
