@@ -218,7 +218,8 @@ def invitation_resend(*, invitation: Invitation, actor, link_for: Callable[[str]
     _lock_team(invitation.team_id)
     if not permissions.can_manage_members(_role_now(invitation.team_id, actor)):
         raise TeamRuleBroken("Only the team's owner and admins can resend invitations.")
-    locked = Invitation.objects.select_for_update().select_related("team", "invited_by").get(pk=invitation.pk)
+    invitations = Invitation.objects.select_for_update(of=("self",))  # not the nullable inviter's row
+    locked = invitations.select_related("team", "invited_by").get(pk=invitation.pk)
     if locked.accepted_at is not None or locked.revoked_at is not None:
         raise TeamRuleBroken("Only a pending invitation can be sent again.")
     token = _new_token(locked)
