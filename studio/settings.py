@@ -345,3 +345,8 @@ STUDIO_TEAM_INVITATION_DAYS = int(os.environ.get("STUDIO_TEAM_INVITATION_DAYS", 
 # Public links: reports of a link per client address (allauth's rate limiter, the shared cache,
 # the same trusted-proxy rules as logins); "amount/period/ip", e.g. "5/h/ip". Empty: no limit.
 ACCOUNT_RATE_LIMITS["share_report"] = os.environ.get("STUDIO_SHARE_REPORTS_RATE", "5/h/ip")
+
+# Uploads (canvas sources, later training images; docs/canvas.md): the most bytes one file may
+# have, and the most pixels (width x height) it may decode to. Checked before any pixel is decoded.
+STUDIO_UPLOAD_MAX_BYTES = int(os.environ.get("STUDIO_UPLOAD_MAX_BYTES", str(20 * 1024 * 1024)))
+STUDIO_UPLOAD_MAX_PIXELS = int(os.environ.get("STUDIO_UPLOAD_MAX_PIXELS", str(4096 * 4096)))
