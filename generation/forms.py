@@ -68,7 +68,8 @@ class CreateForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.model_info = model_info
         self.teams = {str(team.pk): team for team in teams}
-        self.fields["save_to"].choices = [("", "My images"), *((key, team.name) for key, team in self.teams.items())]
+        choices = [(key, team.name) for key, team in self.teams.items()]
+        self.fields["save_to"].choices = [("", "My images"), *choices]
         self.fields["steps"].initial = model_info.default_steps
         self.fields["guidance_scale"].initial = model_info.default_guidance_scale
         self.fields["sampler"].initial = model_info.default_sampler

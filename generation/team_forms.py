@@ -14,7 +14,9 @@ def roles_up_to(role: str | None) -> list[tuple[str, str]]:
     """The roles someone with `role` may hand out (never owner: that is a transfer)."""
     if role is None:
         return []
-    return [(value, TeamRole(value).label) for value in ASSIGNABLE_ROLES if ROLE_RANK[value] <= ROLE_RANK[role]]
+    return [
+        (value, TeamRole(value).label) for value in ASSIGNABLE_ROLES if ROLE_RANK[value] <= ROLE_RANK[role]
+    ]
 
 
 class TeamNameForm(forms.Form):

@@ -39,6 +39,7 @@ def _invitation_link_maker(request: HttpRequest):
 
 # --- The list and a new team ---------------------------------------------------------------------
 
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def team_list(request: HttpRequest) -> HttpResponse:
@@ -55,33 +56,46 @@ def team_list(request: HttpRequest) -> HttpResponse:
 
 # --- One team ------------------------------------------------------------------------------------
 
+
 def _member_rows(memberships, *, me, my_role: str) -> list[dict]:
     """Each member with the actions my role allows on them (computed here, shown by the template)."""
     rows = []
     for membership in memberships:
         is_me = membership.user_id == me.pk
         roles = [
-            (value, label) for value, label in roles_up_to(my_role)
+            (value, label)
+            for value, label in roles_up_to(my_role)
             if value != membership.role and team_permissions.can_change_role(my_role, membership.role, value)
         ]
-        rows.append({
-            "membership": membership, "is_me": is_me, "role_choices": roles,
-            "can_remove": not is_me and team_permissions.can_remove_member(my_role, membership.role),
-            "can_transfer": not is_me and team_permissions.can_transfer_ownership(my_role),
-        })
+        rows.append(
+            {
+                "membership": membership,
+                "is_me": is_me,
+                "role_choices": roles,
+                "can_remove": not is_me and team_permissions.can_remove_member(my_role, membership.role),
+                "can_transfer": not is_me and team_permissions.can_transfer_ownership(my_role),
+            }
+        )
     return rows
 
 
-def _team_context(request: HttpRequest, team: Team, role: str, *, invite_form: InviteForm | None = None) -> dict:
+def _team_context(
+    request: HttpRequest, team: Team, role: str, *, invite_form: InviteForm | None = None
+) -> dict:
     manages = team_permissions.can_manage_members(role)
     return {
-        "team": team, "my_role": role, "manages_members": manages,
-        "member_rows": _member_rows(account_selectors.team_members(team_id=team.pk), me=request.user, my_role=role),
+        "team": team,
+        "my_role": role,
+        "manages_members": manages,
+        "member_rows": _member_rows(
+            account_selectors.team_members(team_id=team.pk), me=request.user, my_role=role
+        ),
         "invitations": account_selectors.team_pending_invitations(team_id=team.pk) if manages else [],
         "invite_form": invite_form or (InviteForm(inviter_role=role) if manages else None),
         "can_change_settings": team_permissions.can_change_team_settings(role),
         "can_see_wallet": team_permissions.can_manage_wallet(role),
-        "can_leave": not team_permissions.can_transfer_ownership(role), "now": timezone.now(),
+        "can_leave": not team_permissions.can_transfer_ownership(role),
+        "now": timezone.now(),
     }
 
 
@@ -97,7 +111,11 @@ def team_detail(request: HttpRequest, team_id) -> HttpResponse:
 def team_settings(request: HttpRequest, team_id) -> HttpResponse:
     team, role = _team_and_role(request, team_id)
     if not team_permissions.can_change_team_settings(role):
-        return _refused(request, team, accounts.TeamRuleBroken("Only the team's owner and admins can change its settings."))
+        return _refused(
+            request,
+            team,
+            accounts.TeamRuleBroken("Only the team's owner and admins can change its settings."),
+        )
     form = TeamNameForm(request.POST or None, initial={"name": team.name})
     if request.method == "POST" and form.is_valid():
         try:
@@ -106,22 +124,30 @@ def team_settings(request: HttpRequest, team_id) -> HttpResponse:
             return _refused(request, team, error)
         messages.success(request, f"Team renamed to “{team.name}”.")
         return redirect("generation:team_detail", team_id=team.pk)
-    return render(request, "teams/team_settings.html", {"team": team, "form": form}, status=400 if form.errors else 200)
+    return render(
+        request, "teams/team_settings.html", {"team": team, "form": form}, status=400 if form.errors else 200
+    )
 
 
 # --- People --------------------------------------------------------------------------------------
+
 
 @login_required
 @require_POST
 def team_invite(request: HttpRequest, team_id) -> HttpResponse:
     team, role = _team_and_role(request, team_id)
     if not team_permissions.can_manage_members(role):
-        return _refused(request, team, accounts.TeamRuleBroken("Only the team's owner and admins can invite people."))
+        return _refused(
+            request, team, accounts.TeamRuleBroken("Only the team's owner and admins can invite people.")
+        )
     form = InviteForm(request.POST, inviter_role=role)
     if form.is_valid():
         try:
             invitation = accounts.invitation_create(
-                team=team, actor=request.user, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
+                team=team,
+                actor=request.user,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
                 link_for=_invitation_link_maker(request),
             )
         except accounts.TeamRuleBroken as error:
@@ -134,7 +160,9 @@ def team_invite(request: HttpRequest, team_id) -> HttpResponse:
 
 
 def _team_invitation(team: Team, invitation_id) -> Invitation:
-    invitation = Invitation.objects.select_related("team", "invited_by").filter(pk=invitation_id, team=team).first()
+    invitation = (
+        Invitation.objects.select_related("team", "invited_by").filter(pk=invitation_id, team=team).first()
+    )
     if invitation is None:
         raise Http404("No such invitation.")
     return invitation
@@ -159,7 +187,9 @@ def invitation_resend(request: HttpRequest, team_id, invitation_id) -> HttpRespo
     team, _ = _team_and_role(request, team_id)
     invitation = _team_invitation(team, invitation_id)
     try:
-        accounts.invitation_resend(invitation=invitation, actor=request.user, link_for=_invitation_link_maker(request))
+        accounts.invitation_resend(
+            invitation=invitation, actor=request.user, link_for=_invitation_link_maker(request)
+        )
     except accounts.TeamRuleBroken as error:
         return _refused(request, team, error)
     messages.success(request, f"A new link was sent to {invitation.email}; the old one no longer works.")
@@ -227,7 +257,9 @@ def team_transfer(request: HttpRequest, team_id, user_id: int) -> HttpResponse:
     team, _ = _team_and_role(request, team_id)
     membership = _member_of(team, user_id)
     if request.method == "GET" or request.POST.get("confirm") != "yes":
-        return render(request, "teams/confirm.html", {"team": team, "action": "transfer", "membership": membership})
+        return render(
+            request, "teams/confirm.html", {"team": team, "action": "transfer", "membership": membership}
+        )
     try:
         accounts.team_transfer_ownership(team=team, actor=request.user, user_id=user_id)
     except accounts.TeamRuleBroken as error:
@@ -272,6 +304,7 @@ def _invitation_problem(request: HttpRequest, context: dict, error: accounts.Inv
 
 # --- The team gallery ----------------------------------------------------------------------------
 
+
 @login_required
 @require_GET
 def team_gallery(request: HttpRequest, team_id) -> HttpResponse:
@@ -280,6 +313,10 @@ def team_gallery(request: HttpRequest, team_id) -> HttpResponse:
     team, role = _team_and_role(request, team_id)
     extra = {"my_role": role, "can_create": team_permissions.can_contribute(role)}
     return gallery_response(
-        request, gallery_url=reverse("generation:team_gallery", args=[team.pk]), title=f"{team.name} gallery",
-        team=team, extra=extra, template="teams/team_gallery.html",
+        request,
+        gallery_url=reverse("generation:team_gallery", args=[team.pk]),
+        title=f"{team.name} gallery",
+        team=team,
+        extra=extra,
+        template="teams/team_gallery.html",
     )

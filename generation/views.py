@@ -124,9 +124,8 @@ def create(request: HttpRequest) -> HttpResponse:
     except services.TeamNotAllowed as error:  # the role changed since the form was drawn
         form.add_error("save_to", str(error))
         return _form_error_response(request, form, status=403)
-    request.session[DESTINATION_KEY] = {
-        "save_to": str(destination["team"].pk) if destination["team"] else "", "bill_team": destination["bill_team"],
-    }
+    team = destination["team"]
+    request.session[DESTINATION_KEY] = {"save_to": str(team.pk) if team else "", "bill_team": destination["bill_team"]}
     if request.htmx:
         response = render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
         return trigger_client_event(response, "job-submitted")  # the cost quote refreshes its balance

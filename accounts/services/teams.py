@@ -72,6 +72,7 @@ def _clean_name(name: str) -> str:
 
 # --- Teams ---------------------------------------------------------------------------------------
 
+
 @transaction.atomic
 def team_create(*, user, name: str) -> Team:
     """A new team with `user` as its owner (its wallet is made by generation.services.teams)."""
@@ -91,6 +92,7 @@ def team_rename(*, team: Team, actor, name: str) -> Team:
 
 
 # --- Roles and members ---------------------------------------------------------------------------
+
 
 @transaction.atomic
 def membership_change_role(*, team: Team, actor, user_id, role: str) -> tuple[Membership, str]:
@@ -152,14 +154,22 @@ def team_transfer_ownership(*, team: Team, actor, user_id) -> Membership:
 
 # --- Invitations ---------------------------------------------------------------------------------
 
+
 def invitation_is_pending(invitation: Invitation) -> bool:
-    return invitation.accepted_at is None and invitation.revoked_at is None and invitation.expires_at > timezone.now()
+    return (
+        invitation.accepted_at is None
+        and invitation.revoked_at is None
+        and invitation.expires_at > timezone.now()
+    )
 
 
 def _send_invitation(invitation: Invitation, *, token: str, link_for: Callable[[str], str]) -> None:
     context = {
-        "team_name": invitation.team.name, "role": invitation.get_role_display(), "link": link_for(token),
-        "invited_by": invitation.invited_by.email if invitation.invited_by else "", "expires_at": invitation.expires_at,
+        "team_name": invitation.team.name,
+        "role": invitation.get_role_display(),
+        "link": link_for(token),
+        "invited_by": invitation.invited_by.email if invitation.invited_by else "",
+        "expires_at": invitation.expires_at,
     }
     email = invitation.email
     transaction.on_commit(lambda: get_adapter().send_mail(INVITATION_MAIL, email, context))
@@ -173,7 +183,9 @@ def _new_token(invitation: Invitation) -> str:
 
 
 @transaction.atomic
-def invitation_create(*, team: Team, actor, email: str, role: str, link_for: Callable[[str], str]) -> Invitation:
+def invitation_create(
+    *, team: Team, actor, email: str, role: str, link_for: Callable[[str], str]
+) -> Invitation:
     """Invite an address into the team with a role (at most the inviter's own). Mails the link
     (`link_for(token)` makes it absolute) after commit; a pending invitation of the same address
     to this team is withdrawn, so only the newest link works."""
@@ -238,19 +250,23 @@ def invitation_find(*, token: str) -> Invitation | None:
 def invitation_check_usable(*, invitation: Invitation, user) -> None:
     """Raise InvitationError if `user` cannot accept this invitation now (the page says why)."""
     if invitation.revoked_at is not None:
-        raise InvitationError("This invitation was withdrawn by the team. Ask them for a new one.", reason="revoked")
+        raise InvitationError(
+            "This invitation was withdrawn by the team. Ask them for a new one.", reason="revoked"
+        )
     if invitation.accepted_at is not None:
         raise InvitationError("This invitation has already been used.", reason="used")
     if invitation.expires_at <= timezone.now():
         raise InvitationError(
             f"This invitation expired on {timezone.localtime(invitation.expires_at):%d %b %Y, %H:%M}. "
-            "Ask the team for a new one.", reason="expired",
+            "Ask the team for a new one.",
+            reason="expired",
         )
     addresses = EmailAddress.objects.filter(user_id=user.pk, email__iexact=invitation.email)
     if not addresses.filter(verified=True).exists():
         if addresses.exists():
             raise InvitationError(
-                f"Verify your address {invitation.email} first (see the mail we sent), then open this link again.",
+                f"Verify your address {invitation.email} first (see the mail we sent), "
+                "then open this link again.",
                 reason="unverified",
             )
         raise InvitationError(

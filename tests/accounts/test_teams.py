@@ -54,11 +54,14 @@ def link_for(token: str) -> str:
 
 def invite(team, actor, email, role=TeamRole.MEMBER, *, capture):
     with capture(execute=True):
-        invitation = accounts.invitation_create(team=team, actor=actor, email=email, role=role, link_for=link_for)
+        invitation = accounts.invitation_create(
+            team=team, actor=actor, email=email, role=role, link_for=link_for
+        )
     return invitation, LINK.search(mail.outbox[-1].body).group(1)
 
 
 # --- Creating and renaming -----------------------------------------------------------------------
+
 
 def test_the_creator_owns_a_new_team_and_it_has_a_wallet():
     user = make_user()
@@ -72,7 +75,9 @@ def test_team_list_page_creates_a_team_and_lists_mine_with_my_role(client):
     client.force_login(user)
     response = client.post(reverse("generation:team_list"), {"name": "Red Team"})
     team = Team.objects.get(name="Red Team")
-    assert response.status_code == 302 and response["Location"] == reverse("generation:team_detail", args=[team.pk])
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "generation:team_detail", args=[team.pk]
+    )
     page = client.get(reverse("generation:team_list")).content.decode()
     assert "Red Team" in page and "Owner" in page and "1 member" in page
     assert client.post(reverse("generation:team_list"), {"name": "   "}).status_code == 400
@@ -119,6 +124,7 @@ def test_every_team_url_is_404_for_a_non_member(client):
 
 # --- Roles ---------------------------------------------------------------------------------------
 
+
 def test_team_page_shows_members_with_roles_and_only_the_actions_my_role_allows(client):
     team, owner, (admin, member, viewer) = team_with(TeamRole.ADMIN, TeamRole.MEMBER, TeamRole.VIEWER)
     client.force_login(viewer)
@@ -142,7 +148,9 @@ def test_admins_change_roles_below_owner_and_members_cannot(client):
     client.force_login(admin)
     url = reverse("generation:team_member_role", args=[team.pk, viewer.pk])
     assert client.post(url, {"role": "member"}).status_code == 302 and role(team, viewer) == "member"
-    refused = client.post(reverse("generation:team_member_role", args=[team.pk, owner.pk]), {"role": "viewer"})
+    refused = client.post(
+        reverse("generation:team_member_role", args=[team.pk, owner.pk]), {"role": "viewer"}
+    )
     assert refused.status_code == 403 and role(team, owner) == "owner"
     assert client.post(url, {"role": "owner"}).status_code == 400  # ownership moves by transfer only
     assert client.post(url, {"role": "boss"}).status_code == 400
@@ -161,8 +169,14 @@ def test_owner_and_admins_remove_members_after_a_confirmation_but_nobody_removes
     asked = client.post(url)
     assert asked.status_code == 200 and b"Remove " in asked.content and role(team, member) == "member"
     assert client.post(url, {"confirm": "yes"}).status_code == 302 and role(team, member) is None
-    refused = client.post(reverse("generation:team_member_remove", args=[team.pk, owner.pk]), {"confirm": "yes"})
-    assert refused.status_code == 403 and b"transfer ownership" in refused.content and role(team, owner) == "owner"
+    refused = client.post(
+        reverse("generation:team_member_remove", args=[team.pk, owner.pk]), {"confirm": "yes"}
+    )
+    assert (
+        refused.status_code == 403
+        and b"transfer ownership" in refused.content
+        and role(team, owner) == "owner"
+    )
     # The removed member now gets a 404 for the team.
     client.force_login(member)
     assert client.get(reverse("generation:team_detail", args=[team.pk])).status_code == 404
@@ -176,7 +190,11 @@ def test_anyone_but_the_owner_can_leave(client):
     assert client.post(url, {"confirm": "yes"}).status_code == 302 and role(team, viewer) is None
     client.force_login(owner)
     refused = client.post(url, {"confirm": "yes"})
-    assert refused.status_code == 403 and b"transfer ownership" in refused.content and role(team, owner) == "owner"
+    assert (
+        refused.status_code == 403
+        and b"transfer ownership" in refused.content
+        and role(team, owner) == "owner"
+    )
 
 
 def test_the_owner_transfers_ownership_and_stays_as_admin(client):
@@ -185,7 +203,12 @@ def test_the_owner_transfers_ownership_and_stays_as_admin(client):
     refused = client.post(reverse("generation:team_transfer", args=[team.pk, admin.pk]), {"confirm": "yes"})
     assert refused.status_code == 403 and role(team, owner) == "owner"
     client.force_login(owner)
-    assert client.post(reverse("generation:team_transfer", args=[team.pk, viewer.pk]), {"confirm": "yes"}).status_code == 302
+    assert (
+        client.post(
+            reverse("generation:team_transfer", args=[team.pk, viewer.pk]), {"confirm": "yes"}
+        ).status_code
+        == 302
+    )
     assert role(team, viewer) == "owner" and role(team, owner) == "admin"
     assert Membership.objects.filter(team=team, role="owner").count() == 1
     with pytest.raises(accounts.TeamRuleBroken):  # the old owner no longer can
@@ -230,9 +253,12 @@ def test_concurrent_transfers_and_removals_leave_exactly_one_owner():
 
 # --- Invitations ---------------------------------------------------------------------------------
 
+
 def test_an_invitation_mails_a_link_whose_token_is_stored_only_as_a_hash(django_capture_on_commit_callbacks):
     team, owner, _ = team_with()
-    invitation, token = invite(team, owner, "New.Person@Example.com", capture=django_capture_on_commit_callbacks)
+    invitation, token = invite(
+        team, owner, "New.Person@Example.com", capture=django_capture_on_commit_callbacks
+    )
     message = mail.outbox[-1]
     assert message.to == ["New.Person@Example.com"] and "Blue Team" in message.subject
     assert owner.email in message.body and "member" in message.body
@@ -251,16 +277,22 @@ def test_the_expiry_is_a_setting(django_capture_on_commit_callbacks):
     assert abs((invitation.expires_at - timezone.now() - timedelta(days=2)).total_seconds()) < 60
 
 
-def test_accepting_with_the_verified_address_joins_with_the_role_once(client, django_capture_on_commit_callbacks):
+def test_accepting_with_the_verified_address_joins_with_the_role_once(
+    client, django_capture_on_commit_callbacks
+):
     team, owner, _ = team_with()
-    _, token = invite(team, owner, "Guest@Example.com", TeamRole.VIEWER, capture=django_capture_on_commit_callbacks)
+    _, token = invite(
+        team, owner, "Guest@Example.com", TeamRole.VIEWER, capture=django_capture_on_commit_callbacks
+    )
     guest = verified(make_user(email="guest@example.com"))
     client.force_login(guest)
     url = reverse("generation:invitation", args=[token])
     page = client.get(url)
     assert page.status_code == 200 and b"Accept and join" in page.content and b"Blue Team" in page.content
     response = client.post(url)
-    assert response.status_code == 302 and response["Location"] == reverse("generation:team_detail", args=[team.pk])
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "generation:team_detail", args=[team.pk]
+    )
     assert role(team, guest) == "viewer"
     again = client.post(url)
     assert again.status_code == 410 and b"already been used" in again.content
@@ -294,15 +326,20 @@ def test_expired_revoked_unknown_and_anonymous(client, django_capture_on_commit_
     invitation, token = invite(team, owner, "late@example.com", capture=django_capture_on_commit_callbacks)
     url = reverse("generation:invitation", args=[token])
     anonymous = client.get(url)
-    assert anonymous.status_code == 200 and b"Log in" in anonymous.content and b"late@example.com" in anonymous.content
+    assert (
+        anonymous.status_code == 200
+        and b"Log in" in anonymous.content
+        and b"late@example.com" in anonymous.content
+    )
     assert client.post(url).status_code == 200 and not Invitation.objects.get(pk=invitation.pk).accepted_at
     late = verified(make_user(email="late@example.com"))
     client.force_login(late)
     Invitation.objects.filter(pk=invitation.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     expired = client.post(url)
     assert expired.status_code == 410 and b"expired" in expired.content and role(team, late) is None
-    Invitation.objects.filter(pk=invitation.pk).update(expires_at=timezone.now() + timedelta(days=1),
-                                                       revoked_at=timezone.now())
+    Invitation.objects.filter(pk=invitation.pk).update(
+        expires_at=timezone.now() + timedelta(days=1), revoked_at=timezone.now()
+    )
     revoked = client.get(url)
     assert revoked.status_code == 410 and b"withdrawn" in revoked.content
     assert client.get(reverse("generation:invitation", args=["not-a-token"])).status_code == 404
@@ -322,9 +359,15 @@ def test_admins_revoke_and_resend_pending_invitations(client, django_capture_on_
     assert new_token != old_token
     assert client.get(reverse("generation:invitation", args=[old_token])).status_code == 404
     client.force_login(member)
-    assert client.post(reverse("generation:team_invitation_revoke", args=[team.pk, invitation.pk])).status_code == 403
+    assert (
+        client.post(reverse("generation:team_invitation_revoke", args=[team.pk, invitation.pk])).status_code
+        == 403
+    )
     client.force_login(admin)
-    assert client.post(reverse("generation:team_invitation_revoke", args=[team.pk, invitation.pk])).status_code == 302
+    assert (
+        client.post(reverse("generation:team_invitation_revoke", args=[team.pk, invitation.pk])).status_code
+        == 302
+    )
     assert Invitation.objects.get(pk=invitation.pk).revoked_at is not None
     page = client.get(reverse("generation:team_detail", args=[team.pk])).content.decode()
     assert 'data-invitation="p@example.com"' not in page
@@ -347,7 +390,9 @@ def test_invite_page_form_checks_role_email_and_existing_members(client, django_
     assert len(mail.outbox) == 1 and Invitation.objects.get(email="a@example.com").role == "admin"
     with django_capture_on_commit_callbacks(execute=True):  # inviting again replaces the pending link
         client.post(url, {"email": "A@example.com", "role": "member"})
-    assert Invitation.objects.filter(team=team, revoked_at__isnull=True, accepted_at__isnull=True).count() == 1
+    assert (
+        Invitation.objects.filter(team=team, revoked_at__isnull=True, accepted_at__isnull=True).count() == 1
+    )
     client.force_login(member)
     assert client.post(url, {"email": "b@example.com", "role": "member"}).status_code == 403
     assert not Invitation.objects.filter(email="b@example.com").exists()
