@@ -112,6 +112,10 @@ def test_a_team_image_appears_live_for_a_member_until_they_are_removed(signed_in
 
     a_gallery.locator(tile).wait_for(timeout=20_000)  # A's own gallery: A still owns the image
     assert a_gallery.evaluate("() => window.__sameDocument === true") and a_gallery.locator(TILES).count() == 1
+    a_gallery.locator(f"{tile} [data-favourite-toggle]").click()  # a pushed tile's forms work (htmx, CSRF)
+    a_gallery.locator(f"{tile} [data-favourite-toggle][aria-pressed=true]").wait_for()
+    with orm():
+        assert Image.objects.get(pk=image.pk).favourite is True
     a_create.locator(f"#recent-jobs #recent-job-{job.pk} img").wait_for(timeout=20_000)
     assert a_create.evaluate("() => window.__sameDocument === true")
     shots(a_create, "3-a-create-recent-live", full_page=False)
