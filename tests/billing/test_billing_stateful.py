@@ -9,6 +9,18 @@ every balance; after every step the invariants hold:
 - purchased + granted + adjustments + refunds = available + held + captured;
 - at most one capture (and one settlement) per job, at most one purchase per payment,
   at most one StripeEvent per event id.
+
+Team wallets: the user owns a team with two members; the user moves credits into the team's
+wallet (a transfer_out and a transfer_in entry, idempotent by key), sets and clears per-member
+monthly caps, and the members reserve from the team wallet. Then also:
+
+- the team wallet's balances equal the model and its ledger sums, never negative;
+- what left the user's wallet by transfers equals what arrived in the team's;
+- user wallet: credited - transferred out = available + held + captured; team wallet:
+  transferred in + refunds = available + held + captured;
+- a reservation succeeds exactly when the model says so: within the member's cap and the team's
+  balance; no member's use this month exceeds their cap (or what they had used when the cap was
+  lowered below that: a lower cap stops new spending, it undoes nothing).
 """
 
 from __future__ import annotations
@@ -22,22 +34,28 @@ import pytest
 import stripe
 from allauth.account.models import EmailAddress
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from hypothesis import HealthCheck, settings as hyp_settings, strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from billing.models import CreditPack, EntryKind, LedgerEntry, Payment, StripeEvent, Wallet
-from billing.selectors import wallet_totals_from_ledger
+from accounts.models import Membership, Team, TeamRole
+from billing.selectors import member_used_this_month, wallet_totals_from_ledger
 from billing.services import (
     AlreadyRecorded,
     InsufficientCredits,
+    MemberCapReached,
     credits_adjust,
     credits_capture,
     credits_grant_signup,
     credits_refund,
     credits_release,
     credits_reserve,
+    credits_transfer_to_team,
+    member_cap_clear,
+    member_cap_set,
     stripe_webhook_receive,
+    wallet_get_or_create_for_team,
     wallet_get_or_create_for_user,
 )
 from tests.billing.support import make_job
@@ -72,6 +90,28 @@ class LedgerMachine(RuleBasedStateMachine):
         self.seen_events: set = set()
         self.signup_granted = False
         self.granted_emails: set = set()
+        # the team: self.user owns it, two members spend from its wallet
+        self.team = Team.objects.create(name=f"Team {n}")
+        Membership.objects.create(team=self.team, user=self.user, role=TeamRole.OWNER)
+        self.members = [
+            User.objects.create_user(username=f"hyp{n}-m{i}", email=f"m{i}-{n}@example.com", password="x")
+            for i in range(2)
+        ]
+        for member in self.members:
+            Membership.objects.create(team=self.team, user=member, role=TeamRole.MEMBER)
+        self.team_wallet = wallet_get_or_create_for_team(team=self.team)
+        self.team_available = 0
+        self.team_held = 0
+        self.team_captured = 0
+        self.team_refunded_in = 0
+        self.transferred = 0
+        self.transfer_keys: list[str] = []
+        self.team_holds: dict = {}  # job pk -> (member index, reserved)
+        self.team_charged: dict = {}  # job pk -> (member index, captured)
+        self.spender_of: dict = {}  # job pk -> member index, for any team reservation that succeeded
+        self.used = [0, 0]  # per member: reserved - released - refunded this month
+        self.caps: list = [None, None]
+        self.used_when_capped = [0, 0]
 
     # --- grants -------------------------------------------------------------------------------
 
@@ -169,6 +209,16 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(job=jobs, share=st.fractions(0, 1))
     def job_succeeds(self, job, share):
+        if job.pk in self.team_holds:
+            member, reserved = self.team_holds.pop(job.pk)
+            amount = int(reserved * share)
+            credits_capture(subject=job.subject, amount=amount)
+            self.team_held -= reserved
+            self.team_available += reserved - amount
+            self.team_captured += amount
+            self.used[member] -= reserved - amount
+            self.team_charged[job.pk] = (member, amount)
+            return
         reserved = self.open_holds.get(job.pk)
         amount = int(reserved * share) if reserved else 0
         credits_capture(subject=job.subject, amount=amount)
@@ -182,6 +232,12 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(job=jobs)
     def job_fails(self, job):
         credits_release(subject=job.subject, reason="failed")
+        if job.pk in self.team_holds:
+            member, reserved = self.team_holds.pop(job.pk)
+            self.team_held -= reserved
+            self.team_available += reserved
+            self.used[member] -= reserved
+            return
         reserved = self.open_holds.pop(job.pk, None)
         if reserved is not None:
             self.held -= reserved
@@ -190,7 +246,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(job=jobs)
     def task_redelivered(self, job):
         """A redelivered task settles again: capture and release are no-ops once settled."""
-        if job.pk in self.open_holds:
+        if job.pk in self.open_holds or job.pk in self.team_holds:
             return
         credits_capture(subject=job.subject, amount=0)
         credits_release(subject=job.subject, reason="redelivered")
@@ -200,7 +256,17 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             credits_refund(subject=job.subject, actor=self.staff, reason="hyp refund")
         except (ValueError, AlreadyRecorded):
-            assert not self.charged.get(job.pk) or job.pk in self.refunded
+            charged = self.charged.get(job.pk) or self.team_charged.get(job.pk, (0, 0))[1]
+            assert not charged or job.pk in self.refunded
+            return
+        assert job.pk not in self.refunded
+        if job.pk in self.team_charged:
+            member, amount = self.team_charged[job.pk]
+            assert amount
+            self.refunded.add(job.pk)
+            self.team_available += amount
+            self.team_refunded_in += amount
+            self.used[member] -= amount
             return
         amount = self.charged[job.pk]
         assert amount and job.pk not in self.refunded
@@ -208,7 +274,83 @@ class LedgerMachine(RuleBasedStateMachine):
         self.available += amount
         self.credited_in += amount
 
+    # --- team wallets -----------------------------------------------------------------------------
+
+    @rule(amount=st.integers(1, 80), replay=st.booleans())
+    def transfer_to_team(self, amount, replay):
+        key = uuid.uuid4().hex
+        try:
+            credits_transfer_to_team(user=self.user, team=self.team, amount=amount, idempotency_key=key)
+        except InsufficientCredits:
+            assert amount > self.available
+            return
+        assert amount <= self.available
+        self.available -= amount
+        self.team_available += amount
+        self.transferred += amount
+        self.transfer_keys.append(key)
+        if replay:  # a double-submitted form moves the credits once
+            with pytest.raises(AlreadyRecorded):
+                credits_transfer_to_team(user=self.user, team=self.team, amount=amount, idempotency_key=key)
+
+    @rule(member=st.integers(0, 1), cap=st.none() | st.integers(0, 60))
+    def set_member_cap(self, member, cap):
+        if cap is None:
+            member_cap_clear(actor=self.user, team=self.team, member=self.members[member])
+        else:
+            member_cap_set(actor=self.user, team=self.team, member=self.members[member], monthly_credits=cap)
+            self.used_when_capped[member] = self.used[member]
+        self.caps[member] = cap
+
+    @rule(target=jobs, member=st.integers(0, 1), amount=st.integers(0, 40))
+    def member_submits_to_team(self, member, amount):
+        job = make_job(self.members[member])
+        cap = self.caps[member]
+        over_cap = amount > 0 and cap is not None and self.used[member] + amount > cap
+        try:
+            credits_reserve(user=job.user, subject=job.subject, amount=amount, team=self.team)
+        except MemberCapReached:
+            assert over_cap
+            return job
+        except InsufficientCredits:
+            assert not over_cap and amount > self.team_available
+            return job
+        assert not over_cap and amount <= self.team_available
+        if amount:
+            self.team_available -= amount
+            self.team_held += amount
+            self.used[member] += amount
+            self.team_holds[job.pk] = (member, amount)
+        return job
+
     # --- invariants --------------------------------------------------------------------------------
+
+    @invariant()
+    def team_wallet_matches_the_model_and_the_ledger(self):
+        wallet = Wallet.objects.get(pk=self.team_wallet.pk)
+        assert (wallet.available, wallet.held) == (self.team_available, self.team_held)
+        assert (wallet.available, wallet.held) == wallet_totals_from_ledger(wallet_id=wallet.pk)
+        assert wallet.available >= 0 and wallet.held >= 0
+        totals = dict(
+            LedgerEntry.objects.filter(wallet_id__in=[wallet.pk, self.wallet.pk])
+            .values_list("wallet_id", "kind").annotate(total=Sum("amount")).order_by()
+            .values_list("kind", "total").filter(
+                Q(wallet_id=wallet.pk, kind__in=[EntryKind.TRANSFER_IN, EntryKind.CAPTURE, EntryKind.REFUND])
+                | Q(wallet_id=self.wallet.pk, kind=EntryKind.TRANSFER_OUT)
+            )
+        )
+        transferred_in, captured, refunded = (totals.get(k, 0) for k in ("transfer_in", "capture", "refund"))
+        assert transferred_in == totals.get("transfer_out", 0) == self.transferred
+        assert (captured, refunded) == (self.team_captured, self.team_refunded_in)
+        assert transferred_in + refunded == wallet.available + wallet.held + captured
+
+    @invariant()
+    def no_member_exceeds_their_cap(self):
+        for i, member in enumerate(self.members):
+            used = member_used_this_month(wallet_id=self.team_wallet.pk, user_id=member.pk)
+            assert used == self.used[i]
+            if self.caps[i] is not None:
+                assert used <= max(self.caps[i], self.used_when_capped[i])
 
     @invariant()
     def balances_match_the_model_and_the_ledger(self):
@@ -224,7 +366,8 @@ class LedgerMachine(RuleBasedStateMachine):
         captured = -(entries.filter(kind=EntryKind.CAPTURE).aggregate(t=Sum("held_delta"))["t"] or 0)
         credited = sum(by_kind.get(k, 0) for k in (EntryKind.GRANT, EntryKind.PURCHASE, EntryKind.ADJUST, EntryKind.REFUND))
         wallet = Wallet.objects.get(pk=self.wallet.pk)
-        assert credited == wallet.available + wallet.held + captured
+        assert credited + by_kind.get(EntryKind.TRANSFER_OUT, 0) == wallet.available + wallet.held + captured
+        assert by_kind.get(EntryKind.TRANSFER_OUT, 0) == -self.transferred
         assert captured == self.captured and credited == self.credited_in
 
     @invariant()
@@ -240,6 +383,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 @pytest.mark.database
 @pytest.mark.django_db
+@pytest.mark.timeout(900)  # every step checks every invariant against the database; a busy CI machine is slow
 def test_ledger_state_machine(settings):
     settings.STRIPE_WEBHOOK_SECRET = SECRET
     settings.STRIPE_WEBHOOK_TOLERANCE_SECONDS = 300
