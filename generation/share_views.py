@@ -2,8 +2,8 @@
 
 A public page answers only after `share_selectors.share_link_live`; its files go through
 generation.serving, the same functions as private files. Every public answer says noindex (meta
-and X-Robots-Tag), sends no Referer (the token is in the URL) and is never cached; an unknown,
-revoked, expired or hidden link is a 404 page that says so.
+and X-Robots-Tag), sends its URL (the token) as Referer to no other site and is never cached; an
+unknown, revoked, expired or hidden link is a 404 page that says so.
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ def public_link_response(view):
         except Http404:
             response = render(request, "generation/share_gone.html", status=404)
         response["X-Robots-Tag"] = "noindex, nofollow"
-        response["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
+        # The token is in the URL: never sent to another site. Not "no-referrer": browsers then send
+        # `Origin: null` with the report form's POST, which Django's CSRF check rightly refuses.
+        response["Referrer-Policy"] = "same-origin"
         response.setdefault("Cache-Control", "no-store")
         return response
     return wrapped

@@ -361,3 +361,15 @@ def test_the_history_lists_every_action_newest_first(staff, link, owner):
     html = staff.get(HISTORY).content.decode()
     assert html.index('data-moderation-action="hide_link"') < html.index('data-moderation-action="dismiss"')
     assert "not fine" in html and staff.user.email in html and owner.email in html
+
+
+def test_the_report_form_passes_the_csrf_check_without_an_account(link):
+    """The public page keeps its Referer same-origin: a browser then sends its real Origin with the
+    form (with no-referrer it sends `Origin: null`, which the CSRF check refuses)."""
+    browser = Client(enforce_csrf_checks=True)
+    form = browser.get(report_url(link))
+    assert form["Referrer-Policy"] == "same-origin"
+    token = browser.cookies["csrftoken"].value
+    response = browser.post(report_url(link), {"reason": "spam", "csrfmiddlewaretoken": token},
+                            HTTP_ORIGIN="http://testserver")
+    assert response.status_code == 302 and Report.objects.count() == 1

@@ -126,13 +126,13 @@ def test_anyone_opens_an_image_link_without_an_account(owner, anonymous):
     assert "Report this image" in html
 
 
-def test_the_public_page_is_noindex_sends_no_referrer_and_is_not_cached(owner, anonymous):
+def test_the_public_page_is_noindex_keeps_its_url_to_itself_and_is_not_cached(owner, anonymous):
     link = share(owner, image=make_image(owner))
     response = anonymous.get(page_url(link))
     html = response.content.decode()
     assert meta(html, "robots") == "noindex, nofollow"
     assert response["X-Robots-Tag"] == "noindex, nofollow"
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     assert "no-store" in response["Cache-Control"]
 
 
