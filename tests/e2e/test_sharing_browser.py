@@ -30,7 +30,8 @@ def image_loaded(page, selector: str) -> bool:
     return page.locator(selector).evaluate("img => img.complete && img.naturalWidth > 0")
 
 
-def test_owner_shares_anonymous_opens_owner_revokes_anonymous_gets_404(signed_in, browser_session_factory, shots):
+def test_owner_shares_anonymous_opens_owner_revokes_anonymous_gets_404(signed_in, browser_session_factory,
+                                                                       shots):
     session, page, user = signed_in(viewport=DESKTOP)
     with orm():
         image = make_image(user, prompt=PROMPT, color=(30, 120, 220))
