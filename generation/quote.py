@@ -7,14 +7,16 @@ Create request is (an aspect ratio's size, the model that serves) is generation'
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from billing.selectors import wallet_balance
-from generation import services
+from billing.selectors import member_used_this_month, team_member_caps, wallet_balance, wallet_for_team
+from generation import permissions, services
 from generation.forms import ASPECT_RATIOS, size_for_aspect
 from generation.selectors import model_info
 
@@ -50,14 +52,42 @@ def quote_cost(form: QuoteForm) -> int | None:
         return None
 
 
+def _team_to_bill(request: HttpRequest) -> str | None:
+    """The team id when the form says "Bill to team" with a team the user may bill (else None:
+    never another team's balance)."""
+    team_id = request.GET.get("save_to", "") if request.GET.get("bill_team") else ""
+    try:
+        team_id = str(uuid.UUID(team_id))
+    except ValueError:
+        return None
+    return team_id if permissions.can_bill_team(request.user, team_id) else None
+
+
+def _available_to_spend(request: HttpRequest) -> tuple[int, bool]:
+    """Credits the payer has for this user: their own wallet's, or the team wallet's, no more than
+    what their monthly cap leaves. The flag says whether the team pays."""
+    team_id = _team_to_bill(request)
+    if team_id is None:
+        return wallet_balance(user=request.user)[0], False
+    wallet = wallet_for_team(team_id=team_id)
+    if wallet is None:
+        return 0, True
+    cap = team_member_caps(team_id=team_id).get(request.user.pk)
+    if cap is None:
+        return wallet.available, True
+    left = max(cap - member_used_this_month(wallet_id=wallet.pk, user_id=request.user.pk), 0)
+    return min(wallet.available, left), True
+
+
 @login_required
 @require_GET
 def quote(request: HttpRequest) -> HttpResponse:
     """Live cost of the Create form's settings. Bad or missing input: a neutral fragment, status 200."""
-    available, _ = wallet_balance(user=request.user)
+    available, team_pays = _available_to_spend(request)
     cost = quote_cost(QuoteForm(request.GET))
     return render(
         request,
         "generation/_quote.html",
-        {"cost": cost, "available": available, "affordable": cost is not None and cost <= available},
+        {"cost": cost, "available": available, "team_pays": team_pays,
+         "affordable": cost is not None and cost <= available},
     )

@@ -350,3 +350,27 @@ def test_a_role_lost_after_the_form_was_drawn_is_403(client, monkeypatch):
     response = create_post(client, save_to=str(team.pk), bill_team="on")
     assert response.status_code == 403 and b"cannot create images in that team" in response.content
     assert not Job.objects.filter(user=member).exists()
+
+
+# --- The live quote when the team pays -----------------------------------------------------------
+
+QUOTE = reverse("generation:quote")
+PRICE = {"aspect": "1:1", "steps": 4, "num_images": 1}
+
+
+def test_the_quote_shows_the_team_credits_left_to_me_when_billing_the_team(client):
+    team, owner, (member, viewer) = team_with(TeamRole.MEMBER, TeamRole.VIEWER, credits=80)
+    client.force_login(member)
+    mine = client.get(QUOTE, PRICE).content.decode()
+    assert "you have 50" in mine
+    billed = client.get(QUOTE, {**PRICE, "save_to": str(team.pk), "bill_team": "on"}).content.decode()
+    assert "team credits you may use: 80" in billed
+    MemberCap.objects.create(team=team, user=member, monthly_credits=1, set_by=owner)
+    capped = client.get(QUOTE, {**PRICE, "save_to": str(team.pk), "bill_team": "on"}).content.decode()
+    assert "team credits you may use: 1" in capped
+    saved_only = client.get(QUOTE, {**PRICE, "save_to": str(team.pk)}).content.decode()
+    assert "you have 50" in saved_only  # saving into the team without billing it: I pay
+    client.force_login(viewer)  # a viewer (or an outsider, or a bad id) never sees the team's balance
+    for team_id in (str(team.pk), "not-a-uuid"):
+        page = client.get(QUOTE, {**PRICE, "save_to": team_id, "bill_team": "on"})
+        assert page.status_code == 200 and "you have 50" in page.content.decode()
