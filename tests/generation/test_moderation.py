@@ -328,6 +328,13 @@ def test_staff_cannot_suspend_themselves_or_a_superuser(staff):
     assert response.status_code == 400 and "cannot suspend themselves" in response.content.decode()
     staff.user.refresh_from_db()
     assert staff.user.is_active and not ModerationAction.objects.exists()
+    root = make_user(staff=True)
+    root.is_superuser = True
+    root.save(update_fields=["is_superuser"])
+    theirs = make_report(sharing.share_link_create(user=root, image=make_image(root)))
+    assert act(staff, theirs, action="suspend_account").status_code == 400
+    root.refresh_from_db()
+    assert root.is_active and not ModerationAction.objects.exists()
 
 
 def test_a_report_is_acted_on_once(staff, link):
