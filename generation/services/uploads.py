@@ -98,14 +98,26 @@ def _read_bounded(data: bytes | BinaryIO, max_bytes: int) -> bytes:
         declared = getattr(data, "size", None)  # Django's UploadedFile knows it before any read
         if isinstance(declared, int) and declared > max_bytes:
             raise too_large
-        if hasattr(data, "seek"):
-            data.seek(0)
-        raw = data.read(max_bytes + 1)
+        if getattr(data, "seekable", lambda: False)():
+            data.seek(0)  # a form may have looked at the file already
+        raw = _read_at_most(data, max_bytes + 1)
     if len(raw) > max_bytes:
         raise too_large
     if not raw:
         raise UploadRefused("The file is empty.")
     return raw
+
+
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """Up to `limit` bytes (a raw stream may return fewer than asked for before its end)."""
+    chunks, remaining = [], limit
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
 
 
 def _sniff(raw: bytes) -> str:
