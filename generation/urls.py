@@ -78,3 +78,12 @@ urlpatterns += [
     path("staff/reports/<int:report_id>/images/<uuid:image_id>/thumbnail.webp",
          moderation_views.report_image_thumbnail, name="staff_report_image_thumbnail"),
 ]
+
+# The canvas: image to image, inpainting, outpainting (docs/canvas.md).
+from generation import canvas_views  # noqa: E402
+
+urlpatterns += [
+    path("canvas/", canvas_views.canvas, name="canvas"),
+    path("jobs/<uuid:job_id>/source.png", canvas_views.job_source, name="job_source"),
+    path("jobs/<uuid:job_id>/mask.png", canvas_views.job_mask, name="job_mask"),
+]
