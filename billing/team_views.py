@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import permissions as team_permissions
@@ -44,6 +45,15 @@ def _managed_team(request: HttpRequest, team_id) -> Team:
     return team
 
 
+def _team_page_url(team: Team) -> str | None:
+    """The team's own page, as the composition root names it (settings.BILLING_TEAM_URL_NAME)."""
+    url_name = getattr(settings, "BILLING_TEAM_URL_NAME", "")
+    try:
+        return reverse(url_name, args=[team.pk]) if url_name else None
+    except NoReverseMatch:
+        return None
+
+
 def _member_rows(team: Team, usage: list[selectors.MemberMonthUsage], bound: MemberCapForm | None) -> list[dict]:
     """One row per member for the caps editor: their cap, what they used this month, and the
     form (the submitted one, with its errors, for the member it was about)."""
@@ -66,7 +76,8 @@ def _member_rows(team: Team, usage: list[selectors.MemberMonthUsage], bound: Mem
 def _page_context(request: HttpRequest, team: Team, role: str, **forms) -> dict:
     available, held = selectors.team_wallet_balance(team_id=team.pk)
     manages = team_permissions.can_manage_wallet(role)
-    context = {"team": team, "role": role, "manages_wallet": manages, "available": available, "held": held}
+    context = {"team": team, "team_url": _team_page_url(team), "role": role, "manages_wallet": manages,
+               "available": available, "held": held}
     if not manages:
         context["usage"] = selectors.team_usage_by_member_month(team_id=team.pk, user_id=request.user.pk)
         context["my_cap"] = selectors.team_member_caps(team_id=team.pk).get(request.user.pk)

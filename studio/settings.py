@@ -334,6 +334,8 @@ STUDIO_BILLING_TEST_PURCHASES = env_bool("STUDIO_BILLING_TEST_PURCHASES", False)
 BILLING_SUBJECTS = {
     "job": {"url_name": "generation:job_detail", "live_ids": "generation.billing_subjects.live_job_ids"},
 }
+# The team page a team's credits page links back to (billing names no other app's pages itself).
+BILLING_TEAM_URL_NAME = "generation:team_detail"
 
 # Galleries: how many images one bulk action may select, and one zip download may hold.
 STUDIO_BULK_MAX_IMAGES = int(os.environ.get("STUDIO_BULK_MAX_IMAGES", "500"))

@@ -389,6 +389,7 @@ def test_managers_see_everything(client, people, team, who, settings):
     reserve_for_team(people["member"], team, 12)
     client.force_login(people[who])
     html = client.get(page(team)).content.decode()
+    assert f'href="/teams/{team.pk}/"' in html  # back to the team page (settings.BILLING_TEAM_URL_NAME)
     for text in ("Move credits from your wallet", "Team pack", "Test purchase (no money)", "Monthly limits per member",
                  "member@example.com", "viewer@example.com", "Use per member and month", "History", "Transfer in",
                  "Reserved", 'value="50"', "No limit"):
