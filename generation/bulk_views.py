@@ -87,7 +87,7 @@ def _to_collection(request: HttpRequest, images) -> HttpResponse:
 
 
 def _to_team(request: HttpRequest, images) -> HttpResponse:
-    team = selectors.teams_user_can_save_into(request.user).filter(pk=_uuid_or_none(request.POST.get("team"))).first()
+    team = _chosen_team(request)
     if team is None:
         raise BulkError("Choose one of your teams.")
     result = images_move_to_team(user=request.user, images=images, team_id=team.pk)
@@ -128,6 +128,12 @@ async def _chunks_async(chunks):
         yield chunk
 
 
+def _chosen_team(request: HttpRequest):
+    """The posted `team`, if the user may save into it (may_save_into_team); else None."""
+    teams = selectors.teams_user_can_save_into(request.user)
+    return teams.filter(pk=_uuid_or_none(request.POST.get("team"))).first()
+
+
 def _uuid_or_none(value):
     try:
         return uuid.UUID(str(value))
@@ -148,11 +154,10 @@ def image_team(request: HttpRequest, image_id) -> HttpResponse:
             image_remove_from_team(image=image, user=request.user)
             note = "Back in its creator's own gallery only."
         else:
-            team = selectors.teams_user_can_save_into(request.user).filter(
-                pk=_uuid_or_none(request.POST.get("team"))
-            ).first()
+            team = _chosen_team(request)
             if team is None:
-                return image_page(request, image, extra={"team_error": "Choose one of your teams."}, status=400)
+                extra = {"team_error": "Choose one of your teams."}
+                return image_page(request, image, extra=extra, status=400)
             image_move_to_team(image=image, team_id=team.pk, user=request.user)
             note = f"Moved to {team.name}'s gallery."
     except ImageMoveRefused as exc:

@@ -142,7 +142,8 @@ def collection_remove_images_view(request: HttpRequest, collection_id) -> HttpRe
         raise PermissionDenied("Only the collection's owner or the team's members can change it.")
     ids = [value for value in request.POST.getlist("images") if _is_uuid(value)]
     removed = collection_remove_images(collection=collection, image_ids=ids)
-    messages.success(request, f"Removed {removed} image{'s' if removed != 1 else ''} from “{collection.name}”.")
+    noun = "image" if removed == 1 else "images"
+    messages.success(request, f"Removed {removed} {noun} from “{collection.name}”.")
     return redirect(_back_to(request, reverse("generation:collection_detail", args=[collection.pk])))
 
 
@@ -171,16 +172,17 @@ def image_collections(request: HttpRequest, image_id) -> HttpResponse:
 
 def _change_image_collections(request: HttpRequest, image: Image) -> str:
     if request.POST.get("remove"):
-        collection = _get_collection(request, request.POST["remove"]) if _is_uuid(request.POST["remove"]) else None
-        if collection is None:
+        if not _is_uuid(request.POST["remove"]):
             raise CollectionError("Choose a collection.")
+        collection = _get_collection(request, request.POST["remove"])
         if not permissions.can_change_collection(request.user, collection):
             raise PermissionDenied("You cannot change this collection.")
         collection_remove_images(collection=collection, image_ids=[image.pk])
         return f"Removed from “{collection.name}”."
     if request.POST.get("new_name", "").strip():
         team_id = image.team_id if request.POST.get("new_in_team") and image.team_id else None
-        collection = collection_create(name=request.POST["new_name"], created_by=request.user, team_id=team_id)
+        collection = collection_create(name=request.POST["new_name"], created_by=request.user,
+                                       team_id=team_id)
     else:
         value = request.POST.get("add", "")
         if not _is_uuid(value):

@@ -170,7 +170,8 @@ def image_detail(request: HttpRequest, image_id) -> HttpResponse:
     return image_page(request, _get_image(request, image_id))
 
 
-def image_page(request: HttpRequest, image: Image, *, extra: dict | None = None, status: int = 200) -> HttpResponse:
+def image_page(request: HttpRequest, image: Image, *, extra: dict | None = None,
+               status: int = 200) -> HttpResponse:
     """The image page; `extra` carries a panel's error when a plain form post is answered here."""
     user = request.user
     context = {

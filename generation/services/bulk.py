@@ -51,7 +51,8 @@ def bulk_parse_ids(values: Iterable[str]) -> list[uuid.UUID]:
 def bulk_selected_images(user, ids: list[uuid.UUID]) -> list[Image]:
     """The selected images the user can see, newest first (one query). Ids of images the user
     cannot see (another's, deleted) are simply absent: the caller reports them as refused."""
-    return list(Image.objects.visible_to(user).filter(pk__in=ids).select_related("job").order_by("-created_at", "-id"))
+    images = Image.objects.visible_to(user).filter(pk__in=ids).select_related("job")
+    return list(images.order_by("-created_at", "-id"))
 
 
 @transaction.atomic

@@ -1,5 +1,5 @@
-"""Changes to single images: favourite, delete, move into a team gallery and back. Credits are never touched: a job keeps its
-charge whatever happens to its images later."""
+"""Changes to single images: favourite, delete, move into a team gallery and back. Credits are
+never touched: a job keeps its charge whatever happens to its images later."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def image_move_to_team(*, image: Image, team_id, user) -> Image:
 def image_remove_from_team(*, image: Image, user) -> Image:
     """Back to its creator's own gallery only: by the creator, or by an admin of the team."""
     if not permissions.can_remove_image_from_team(user, image):
-        raise ImageMoveRefused("Only the image's creator or a team admin can take it out of the team gallery.")
+        raise ImageMoveRefused("Only its creator or a team admin can take an image out of the team gallery.")
     return image_set_team(image=image, team_id=None)
 
 

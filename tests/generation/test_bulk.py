@@ -43,7 +43,8 @@ def test_the_gallery_has_the_bulk_form_and_a_box_per_tile_that_belongs_to_it(cli
     user = make_user()
     images = images_of(user, 3)
     html = signed_in(client, user).get(GALLERY).content.decode()
-    assert re.search(r'<form class="bulk-bar card" id="bulk-form" method="post" action="/gallery/bulk/"', html)
+    assert re.search(r'<form class="bulk-bar card" id="bulk-form" method="post" action="/gallery/bulk/"',
+                     html)
     boxes = re.findall(r'<input type="checkbox" name="images" value="([0-9a-f-]{36})" form="bulk-form"', html)
     assert sorted(boxes) == sorted(str(image.pk) for image in images)
     for action in ("collection", "zip", "delete"):
@@ -99,7 +100,8 @@ def test_a_team_collection_takes_only_the_teams_images_from_a_mixed_selection(cl
     services.image_move_to_team(image=in_team, team_id=team.pk, user=member)
     response = post(signed_in(client, member), "collection", [in_team, personal], collection=str(board.pk))
     assert list(board.images.all()) == [in_team]
-    assert messages_of(response) == ["Added 1 image to “Team board”. 1 could not be: they are not yours to change there."]
+    assert messages_of(response) == [
+        "Added 1 image to “Team board”. 1 could not be: they are not yours to change there."]
 
 
 def test_a_viewer_cannot_add_to_the_team_collection_nor_pick_a_strangers_collection(client):
@@ -109,10 +111,12 @@ def test_a_viewer_cannot_add_to_the_team_collection_nor_pick_a_strangers_collect
     image = images_of(owner)[0]
     services.image_move_to_team(image=image, team_id=team.pk, user=owner)
     response = post(signed_in(client, viewer), "collection", [image], collection=str(board.pk))
-    assert response.status_code == 400 and "You cannot add images to this collection." in response.content.decode()
+    assert response.status_code == 400
+    assert "You cannot add images to this collection." in response.content.decode()
     strangers = collection_create(name="Theirs", created_by=make_user())
     response = post(client, "collection", [image], collection=str(strangers.pk))
-    assert response.status_code == 400 and "Choose a collection, or name a new one." in response.content.decode()
+    assert response.status_code == 400
+    assert "Choose a collection, or name a new one." in response.content.decode()
     assert not CollectionItem.objects.exists()
 
 
@@ -131,7 +135,8 @@ def test_share_the_selection_into_a_team_gallery(client):
     assert response.status_code == 302
     assert set(Image.objects.filter(team=team)) == {*mine, *teammates}
     assert all(image.owner == member for image in Image.objects.filter(pk__in=[i.pk for i in mine]))
-    assert messages_of(response)[0].startswith("Shared 2 images into Makers") and "1 could not be" in messages_of(response)[0]
+    note = messages_of(response)[0]
+    assert note.startswith("Shared 2 images into Makers") and "1 could not be" in note
 
 
 def test_sharing_into_a_team_where_i_only_view_or_am_not_a_member_is_a_400(client):
@@ -212,7 +217,12 @@ def test_the_zip_reads_files_only_while_it_is_sent(client, monkeypatch):
     images = images_of(user, 2)
     opened = []
     real_open = default_storage.open
-    monkeypatch.setattr(default_storage, "open", lambda name, mode="rb": (opened.append(name), real_open(name, mode))[1])
+
+    def recording_open(name, mode="rb"):
+        opened.append(name)
+        return real_open(name, mode)
+
+    monkeypatch.setattr(default_storage, "open", recording_open)
     response = post(signed_in(client, user), "zip", images)
     assert opened == []
     chunks = iter(response.streaming_content)
@@ -241,7 +251,9 @@ def test_under_asgi_the_zip_is_pulled_a_chunk_at_a_time_not_listed_first():
 
 # --- Delete -------------------------------------------------------------------------------------
 
-def test_delete_shows_a_confirmation_page_first_then_deletes_rows_and_files(client, django_capture_on_commit_callbacks):
+def test_delete_shows_a_confirmation_page_first_then_deletes_rows_and_files(
+    client, django_capture_on_commit_callbacks,
+):
     user = make_user()
     images = images_of(user, 3)
     doomed = images[:2]

@@ -40,6 +40,10 @@ def count_queries(client, url: str, **headers) -> tuple[int, str]:
     return len(captured.captured_queries), response.content.decode()
 
 
+def next_page_queries(client, first_page_html: str) -> int:
+    return count_queries(client, next_url(first_page_html), HTTP_HX_REQUEST="true")[0]
+
+
 @pytest.fixture
 def world(client):
     owner, member = make_user(), make_user()
@@ -76,8 +80,8 @@ def test_each_gallery_page_runs_the_same_queries_with_10_and_200_images(client, 
 def test_the_next_page_runs_the_same_queries_with_10_and_200_images(client, world):
     grow_to(60, **world)  # more than two pages everywhere
     first = {name: count_queries(client, url)[1] for name, url in pages(world).items()}
-    small = {name: count_queries(client, next_url(html), HTTP_HX_REQUEST="true")[0] for name, html in first.items()}
+    small = {name: next_page_queries(client, html) for name, html in first.items()}
     grow_to(200, **world)
     first = {name: count_queries(client, url)[1] for name, url in pages(world).items()}
-    large = {name: count_queries(client, next_url(html), HTTP_HX_REQUEST="true")[0] for name, html in first.items()}
+    large = {name: next_page_queries(client, html) for name, html in first.items()}
     assert small == large
