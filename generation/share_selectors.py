@@ -5,6 +5,7 @@ not found (a 404)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 
@@ -15,7 +16,9 @@ from generation import permissions
 from generation.models import Image, Report, ShareLink
 
 SHARE_PAGE_SIZE = 48
-MAX_TOKEN_LENGTH = 64  # the column's width: a longer "token" cannot exist, so no query for it
+# What a token can look like (token_urlsafe's alphabet, at most the column's width): anything else
+# (a NUL byte PostgreSQL would refuse, a 10 kB path) is not found without asking the database.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _live_links() -> QuerySet[ShareLink]:
@@ -33,7 +36,7 @@ def maker_may_still_share(link: ShareLink) -> bool:
 
 def share_link_live(token: str) -> ShareLink:
     """The live link with this token; raises ShareLink.DoesNotExist (a 404) otherwise."""
-    if not token or len(token) > MAX_TOKEN_LENGTH:
+    if not TOKEN_SHAPE.fullmatch(token):
         raise ShareLink.DoesNotExist
     link = _live_links().select_related("created_by", "image__job", "collection").get(token=token)
     if not maker_may_still_share(link):

@@ -19,7 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from generation import permissions, serving, share_selectors
 from generation.gallery_forms import decode_cursor, encode_cursor
@@ -189,7 +189,7 @@ def _open_graph(request: HttpRequest, link: ShareLink, images: list[Image]) -> d
 
 
 @public_link_response
-@require_GET
+@require_safe  # GET, and HEAD for link-preview fetchers
 def share_page(request: HttpRequest, token: str) -> HttpResponse:
     link = _live_link(token)
     after = None
@@ -219,7 +219,7 @@ def _shared_image(token: str, image_id) -> tuple[ShareLink, Image]:
 
 
 @public_link_response
-@require_GET
+@require_safe  # GET, and HEAD for link-preview fetchers
 def share_image_file(request: HttpRequest, token: str, image_id) -> HttpResponse:
     link, image = _shared_image(token, image_id)
     # Without show_parameters the PNG's own "parameters" chunk (the prompt) is left out too.
@@ -228,7 +228,7 @@ def share_image_file(request: HttpRequest, token: str, image_id) -> HttpResponse
 
 
 @public_link_response
-@require_GET
+@require_safe  # GET, and HEAD for link-preview fetchers
 def share_image_thumbnail(request: HttpRequest, token: str, image_id) -> HttpResponse:
     _, image = _shared_image(token, image_id)
     return serving.image_thumbnail(image, cache_control=serving.SHARED_CACHE)
@@ -256,7 +256,7 @@ def share_report(request: HttpRequest, token: str) -> HttpResponse:
 
 
 @public_link_response
-@require_GET
+@require_safe  # GET, and HEAD for link-preview fetchers
 def share_report_done(request: HttpRequest, token: str) -> HttpResponse:
     """The thank-you page. It shows nothing of the link, so it needs no check."""
     return render(request, "generation/share_report_done.html", {"token": token})

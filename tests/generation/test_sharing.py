@@ -211,7 +211,7 @@ def assert_gone(client, link, image):
 
 def test_unknown_and_overlong_tokens_are_404(anonymous, owner):
     image = make_image(owner)
-    for token in ("nope", "x" * 43, "x" * 300):
+    for token in ("nope", "x" * 43, "x" * 300, "bad\x00token", "ünïcode", "a.b"):
         assert anonymous.get(reverse("generation:share", args=[token])).status_code == 404
         file = reverse("generation:share_image_file", args=[token, image.pk])
         assert anonymous.get(file).status_code == 404
@@ -277,9 +277,12 @@ def test_a_bad_page_cursor_is_a_400_not_a_500(owner, anonymous):
     assert anonymous.get(page_url(link) + "?after=garbage").status_code == 400
 
 
-def test_only_get_on_the_public_page(owner, anonymous):
-    link = share(owner, image=make_image(owner))
+def test_only_get_and_head_on_the_public_page_and_files(owner, anonymous):
+    image = make_image(owner)
+    link = share(owner, image=image)
     assert anonymous.post(page_url(link)).status_code == 405
+    assert anonymous.head(page_url(link)).status_code == 200  # link-preview fetchers ask HEAD first
+    assert anonymous.head(file_url(link, image))["Content-Type"] == "image/png"
 
 
 # --- Collections: the owner's visibility, never more ------------------------------------------------
