@@ -10,6 +10,8 @@ and comes back can never finish a job a second time.
     sweeps.py   expired leases and stranded queues (beat)
     recovery.py leases of workers known to be dead (a worker restarted on their host)
     teams.py    team changes that cancel jobs on the team wallet and close sockets
+    sharing.py  public links: make, revoke (generation.permissions decides who)
+    moderation.py  reports of links and the staff actions on them, each one audit row
     wakeup.py   the "there is work" message, sent by task name (services never import tasks)
 
 Callers use the package: `from generation import services; services.job_submit(...)`.
@@ -97,4 +99,27 @@ __all__ += [
     "BulkError", "CollectionError", "ImageMoveRefused", "collection_add_images", "collection_create",
     "collection_delete", "collection_remove_images", "collection_rename", "image_move_to_team",
     "image_remove_from_team", "images_add_to_collection", "images_delete", "images_move_to_team", "images_zip",
+]
+
+# Public links, reports and what staff do about them (docs/sharing.md).
+from generation.services.moderation import (  # noqa: E402
+    ModerationRefused,
+    report_create,
+    report_delete_image,
+    report_dismiss,
+    report_hide_link,
+    report_suspend_account,
+)
+from generation.services.sharing import (  # noqa: E402
+    ShareLinkInvalid,
+    ShareNotAllowed,
+    share_link_create,
+    share_link_revoke,
+    share_links_revoke_all_of,
+)
+
+__all__ += [
+    "ModerationRefused", "ShareLinkInvalid", "ShareNotAllowed", "report_create", "report_delete_image",
+    "report_dismiss", "report_hide_link", "report_suspend_account", "share_link_create", "share_link_revoke",
+    "share_links_revoke_all_of",
 ]
