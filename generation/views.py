@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
-from billing.services import InsufficientCredits
+from billing.services import InsufficientCredits, MemberCapReached
 from generation import permissions, selectors, services, serving
 from generation.engine.contracts import MAX_SEED
 from generation.forms import ASPECT_RATIOS, CreateForm, size_for_aspect
@@ -95,6 +95,14 @@ def _remembered_destination(request: HttpRequest) -> dict:
     return {"save_to": remembered.get("save_to", ""), "bill_team": bool(remembered.get("bill_team"))}
 
 
+def _credits_message(error: InsufficientCredits, destination: dict) -> str:
+    """Billing's message, which speaks of "you"; when the team's wallet is short, say so."""
+    if not destination["bill_team"] or isinstance(error, MemberCapReached):
+        return str(error)
+    return (f"Not enough of {destination['team'].name}'s credits: this needs {error.needed}, the team has "
+            f"{error.available}. Ask a team admin to add some, or untick “Bill to team”.")
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def create(request: HttpRequest) -> HttpResponse:
@@ -115,7 +123,7 @@ def create(request: HttpRequest) -> HttpResponse:
     try:
         job = services.job_submit(user=request.user, **form.request_fields(), **destination)
     except InsufficientCredits as error:  # MemberCapReached too: its message names the cap
-        form.add_error(None, str(error))
+        form.add_error(None, _credits_message(error, destination))
         form.needs_credits = not destination["bill_team"]
         return _form_error_response(request, form, status=402)
     except services.TooManyActiveJobs as error:

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from accounts.models import Membership
+from generation.models import Job
 from tests.e2e.browser_fixtures import (  # noqa: F401  (fixtures)
     PHONE,
     _fresh_redis_state,
@@ -85,15 +86,33 @@ def test_invite_accept_and_change_role(signed_in, shots):
     with orm():
         assert Membership.objects.get(user=invitee).role == "viewer"
 
+    # Create: save into the team and bill it; its wallet is empty, so the form says so (402).
+    page_a.click("nav >> text=Create")
+    page_a.wait_for_url("**/create/")
+    page_a.select_option("select[name=save_to]", label="Night Shift")
+    page_a.check("input[name=bill_team]")
+    page_a.wait_for_selector("text=team credits you may use: 0")
+    page_a.fill("textarea[name=prompt]", "a lighthouse for the team")
+    page_a.click("button:has-text('Generate')")
+    page_a.wait_for_selector("#create-form .form-errors")
+    assert "credits" in page_a.locator("#create-form .form-errors").inner_text()
+    assert page_a.locator("select[name=save_to] option:checked").inner_text() == "Night Shift"
+    shots(page_a, "5-create-billed-to-an-empty-team", full_page=False)
+    page_a.locator("#create-destination").scroll_into_view_if_needed()
+    shots(page_a, "5b-create-destination", full_page=False)
+    with orm():
+        assert not Job.objects.filter(user=owner).exists()
+
     page_b.click("text=Team gallery")
     page_b.wait_for_url("**/gallery/")
     assert page_b.locator("text=Create into").count() == 0  # viewers only look
     page_b.set_viewport_size(PHONE)
     page_b.goto(page_b.url.replace("/gallery/", "/"))
-    shots(page_b, "5-viewer-team-page-phone")
+    shots(page_b, "6-viewer-team-page-phone")
 
     page_a.set_viewport_size(PHONE)
     page_a.reload()
-    shots(page_a, "6-owner-team-page-phone")
-    assert session_a.console_errors == [] and session_b.console_errors == []
+    shots(page_a, "7-owner-team-page-phone")
+    assert [error for error in session_a.console_errors if "402 (Payment Required)" not in error] == []
+    assert session_b.console_errors == []
     assert [error for error in session_c.console_errors if "410 (Gone)" not in error] == []  # the used link

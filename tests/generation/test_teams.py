@@ -329,7 +329,8 @@ def test_an_empty_team_wallet_and_a_member_cap_are_402_with_their_message(client
     team, owner, (member,) = team_with(TeamRole.MEMBER)
     client.force_login(member)
     empty = create_post(client, save_to=str(team.pk), bill_team="on")
-    assert empty.status_code == 402 and b"form-errors" in empty.content
+    assert empty.status_code == 402 and "Not enough of Studio Team&#x27;s credits" in empty.content.decode()
+    assert "Buy more credits" not in empty.content.decode()
     give_credits(owner, 100)
     credits_transfer_to_team(user=owner, team=team, amount=100, idempotency_key="fill")
     MemberCap.objects.create(team=team, user=member, monthly_credits=0, set_by=owner)
