@@ -13,7 +13,7 @@ What the answers mean:
   403         an action on something the user can see but may not do (team viewers and members)
   404         a forbidden read, and any action on something the user may not see
   400         sharing one's own image into a team one may not save into (BAD_CHOICE below)
-  ACCEPT / 4404  the job websocket opens, or is closed with 4404 (the HTTP 404 of sockets)
+  ACCEPT / 4404  a websocket opens, or is closed with 4404 (the HTTP 404 of sockets)
 
 The roles, all around one team T and one image made into T's gallery by a member ("image owner"):
 the team's owner, an admin, another member, a viewer, a member removed through the service, a
@@ -33,7 +33,8 @@ Actions per object (what "edit", "delete", "share" are there):
   team wallet       view = the credits page; edit = set a member's cap; delete = clear it;
                     share = move credits from one's own wallet into the team's
   job page          view; delete = cancel (the job is queued)
-  job websocket     view = connect
+  job websocket     view = connect to /ws/jobs/<id>/ (the job's state arrives first)
+  team gallery websocket: view = connect to /ws/teams/<id>/gallery/ (beyond the issue's list)
   share link        view = open the public page; delete = revoke
   zip download      view = the bulk zip of the image
 Cells that do not exist in the app (editing a file, sharing a job, ...) are not in the matrix.
@@ -136,6 +137,8 @@ MATRIX = {
     ("job page", "delete"): OWNER_OR_ADMINS,
     ("job websocket", "view"): (ACCEPT, ACCEPT, ACCEPT, ACCEPT, ACCEPT, CLOSED, CLOSED, CLOSED, CLOSED, CLOSED,
                                 CLOSED),
+    ("team gallery websocket", "view"): (ACCEPT, ACCEPT, ACCEPT, ACCEPT, ACCEPT, CLOSED, CLOSED, CLOSED, CLOSED,
+                                         CLOSED, CLOSED),
     ("share link", "view"): (OK,) * len(ROLES),
     ("share link", "delete"): OWNER_OR_ADMINS,
     ("share link (revoked)", "view"): (NOT_FOUND,) * len(ROLES),
@@ -161,8 +164,9 @@ CELLS = [
     for (obj, action), row in MATRIX.items()
     for role, expected in zip(ROLES, row, strict=True)
 ]
-HTTP_CELLS = [cell for cell in CELLS if cell.object != "job websocket"]
-SOCKET_CELLS = [cell for cell in CELLS if cell.object == "job websocket"]
+SOCKETS = {"job websocket", "team gallery websocket"}
+HTTP_CELLS = [cell for cell in CELLS if cell.object not in SOCKETS]
+SOCKET_CELLS = [cell for cell in CELLS if cell.object in SOCKETS]
 
 
 # --- The scene -----------------------------------------------------------------------------------
@@ -199,7 +203,8 @@ def _join(team, owner, user, role: str) -> None:
     accounts.invitation_accept(invitation=invitation, user=user)
 
 
-def build_scene() -> Scene:
+def build_people() -> tuple[dict, object, object]:
+    """The users of every role, team T with its members (one removed again) and the target."""
     users = {
         role: _user(staff=role == "staff", verified=role != "unverified user")
         for role in ROLES if role not in SIGNED_OUT
@@ -215,8 +220,12 @@ def build_scene() -> Scene:
     services.team_member_remove(team=team, actor=owner, user_id=users["removed member"].pk)
     for role in ("image owner", "team owner", "team admin"):
         give_credits(users[role], 100)
+    return users, team, target
 
-    creator = users["image owner"]
+
+def build_scene() -> Scene:
+    users, team, target = build_people()
+    owner, creator = users["team owner"], users["image owner"]
     image = make_image(creator, team=team)
     private_image = make_image(creator, prompt="a private sketch")
     collection = make_collection(images=[image], team=team, name="Team board")
@@ -435,20 +444,23 @@ class TestHttpCells:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 @pytest.mark.parametrize("cell", SOCKET_CELLS, ids=[cell.id for cell in SOCKET_CELLS])
-async def test_job_socket_cell(cell: Cell):
-    """The consumer reads from its own database connection, so these cells need a committed scene:
-    each builds its own (a transactional test; the tables are flushed after it)."""
+async def test_socket_cell(cell: Cell):
+    """The consumers read from their own database connection, so these cells need a committed
+    scene: each builds its own people and job (a transactional test; the tables are flushed after
+    it)."""
     from studio.asgi import application
 
-    built = await sync_to_async(build_scene)()
+    users, team, _ = await sync_to_async(build_people)()
+    job = await sync_to_async(submit_job)(users["image owner"], team=team)
     headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
-    if cell.role in built.users:
-        cookie = await sync_to_async(_session_cookie)(built.users[cell.role])
+    if cell.role in users:
+        cookie = await sync_to_async(_session_cookie)(users[cell.role])
         headers.append((b"cookie", cookie.encode()))
-    communicator = WebsocketCommunicator(application, f"/ws/jobs/{built.job.pk}/", headers=headers)
+    path = f"/ws/jobs/{job.pk}/" if cell.object == "job websocket" else f"/ws/teams/{team.pk}/gallery/"
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     connected, code = await communicator.connect()
-    if connected:
+    if connected and cell.object == "job websocket":
         first = await communicator.receive_from()  # the job's state from the database
-        assert f"job-head-{built.job.pk}" in first, cell.id
+        assert f"job-head-{job.pk}" in first, cell.id
     await communicator.disconnect()
     assert (ACCEPT if connected else code) == cell.expected, cell.id
