@@ -10,7 +10,6 @@ import uuid
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -59,10 +58,7 @@ def collection_list(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, f"Collection “{collection.name}” created.")
                 return redirect("generation:collection_detail", collection_id=collection.pk)
-    collections = (
-        Collection.objects.visible_to(request.user).select_related("owner_team")
-        .annotate(image_count=Count("items")).order_by("owner_team__name", "name")
-    )
+    collections = selectors.collections_for_list(request.user)
     context = {
         "personal": [c for c in collections if c.owner_team_id is None],
         "by_team": _group_by_team(c for c in collections if c.owner_team_id is not None),

@@ -10,13 +10,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db import connections
-from django.db.models import Count, Max, Min, Prefetch, Q
+from django.db.models import Count, Max, Min, OuterRef, Prefetch, Q, Subquery, UUIDField
 
 from accounts.selectors import teams_of
 from generation import permissions
 from generation.engine.contracts import ModelInfo
 from generation.engine.model_info import read_model_info
-from generation.models import Collection, Image, Job, JobState
+from generation.models import Collection, CollectionItem, Image, Job, JobState
 
 SHIPPED_MODEL_DIR = Path(settings.BASE_DIR) / "generation" / "engine" / "weights" / "studio-tiny"
 
@@ -206,6 +206,20 @@ def collections_to_filter_by(user, *, team=None):
     if team is not None:
         return collections.filter(owner_team=team).order_by("name")
     return collections.filter(owner_user=user).order_by("name")
+
+
+def collections_for_list(user):
+    """Every collection the user can see, each with how many of its images they can see and the
+    newest of those as its cover (`cover_id`): one query whatever the number of collections."""
+    visible = Image.objects.visible_to(user)
+    items = CollectionItem.objects.filter(collection=OuterRef("pk"), image__in=visible)
+    return (
+        Collection.objects.visible_to(user).select_related("owner_team")
+        .annotate(image_count=Subquery(items.order_by().values("collection").annotate(n=Count("pk")).values("n")),
+                  cover_id=Subquery(items.order_by("-added_at").values("image_id")[:1],
+                                    output_field=UUIDField()))
+        .order_by("owner_team__name", "name")
+    )
 
 
 def image_collections_panel(user, image: Image) -> dict:

@@ -76,8 +76,10 @@ def test_select_with_click_and_shift_click_add_to_collection_zip_and_delete(
     page.locator(BOXES).nth(27).click(modifiers=["Shift"])
     assert checked_ids(page) == [*ids[2:7], *all_ids[20:28]]
     assert count.inner_text() == "13 selected"
+    assert page.locator("[data-select-none]").is_visible()
     page.keyboard.press("Escape")
     assert checked_ids(page) == []
+    assert page.locator("[data-select-none]").is_hidden() and page.locator("[data-select-all]").is_visible()
     page.evaluate("() => window.scrollTo(0, 0)")
 
     # Select five again and add them to a new collection.
@@ -171,3 +173,37 @@ def test_select_with_click_and_shift_click_add_to_collection_zip_and_delete(
     phone.goto("/collections/")
     shots(phone, "6-phone-collections")
     assert not phone_session.console_errors, phone_session.console_errors
+
+
+def test_without_javascript_the_bulk_bar_is_a_plain_form(signed_in, browser, live_stack, shots):  # noqa: F811
+    session, _, user = signed_in(viewport=DESKTOP)
+    with orm():
+        images = make_gallery(user, 6)
+        board = Collection.objects.create(name="Keepers", owner_user=user, created_by=user)
+    context = browser.new_context(base_url=live_stack.base_url, viewport=DESKTOP, java_script_enabled=False)
+    try:
+        context.add_cookies(session.context.cookies())
+        page = context.new_page()
+        page.goto("/gallery/")
+        assert page.locator("[data-select-all]").is_hidden()  # needs the script: not offered without it
+        newest = [str(image.pk) for image in reversed(images)]
+        page.check(f"{BOXES}[value='{newest[0]}']")
+        page.check(f"{BOXES}[value='{newest[1]}']")
+        page.select_option("#bulk-collection", str(board.pk))
+        shots(page, "nojs-1-ticked", full_page=False)
+        page.click("[data-bulk-action=collection]")
+        page.wait_for_url("**/gallery/")
+        assert "Added 2 images to “Keepers”." in page.locator(".messages").inner_text()
+        with orm():
+            assert sorted(str(pk) for pk in board.images.values_list("pk", flat=True)) == sorted(newest[:2])
+
+        page.check(f"{BOXES}[value='{newest[2]}']")
+        page.click("[data-bulk-action=delete]")
+        page.wait_for_url("**/gallery/bulk/")
+        assert page.locator("h1").inner_text() == "Delete 1 image?"
+        page.click("[data-confirm-bulk-delete]")
+        page.wait_for_url("**/gallery/")
+        with orm():
+            assert Image.objects.count() == 5 and not Image.objects.filter(pk=newest[2]).exists()
+    finally:
+        context.close()

@@ -380,3 +380,22 @@ def test_moving_an_image_into_a_team_announces_it_to_the_team_gallery(django_cap
         services.image_move_to_team(image=image, team_id=team.pk, user=owner)
     event = {"type": "gallery.image_added", "image_ids": [str(image.pk)]}
     assert (team_gallery_group(team.pk), event) in sent
+
+
+def test_the_list_counts_only_images_i_can_see_and_shows_the_newest_as_cover(client):
+    owner, member = make_user(), make_user()
+    team = make_team(owner, (member, TeamRole.MEMBER))
+    first, newest = images_of(member, 2)
+    teammates = images_of(owner)[0]
+    services.image_move_to_team(image=teammates, team_id=team.pk, user=owner)
+    board = collection_create(name="Inspiration", created_by=member)
+    collection_add_images(collection=board, images=[first], added_by=member)
+    collection_add_images(collection=board, images=[teammates], added_by=member)
+    collection_add_images(collection=board, images=[newest], added_by=member)
+    html = signed_in(client, member).get(LIST).content.decode()
+    assert "3 images" in html and reverse("generation:image_thumbnail", args=[newest.pk]) in html
+    Membership.objects.filter(user=member).delete()  # the teammate's image is no longer theirs to see
+    CollectionItem.objects.filter(image=newest).delete()
+    html = client.get(LIST).content.decode()
+    assert "1 image " in html and reverse("generation:image_thumbnail", args=[first.pk]) in html
+    assert str(teammates.pk) not in html

@@ -85,3 +85,26 @@ def test_the_next_page_runs_the_same_queries_with_10_and_200_images(client, worl
     first = {name: count_queries(client, url)[1] for name, url in pages(world).items()}
     large = {name: next_page_queries(client, html) for name, html in first.items()}
     assert small == large
+
+
+def test_the_collections_list_runs_the_same_queries_with_3_and_30_collections(client, world):
+    grow_to(10, **world)
+    owner, team = world["owner"], world["team"]
+    images = list(Image.objects.filter(owner=owner))
+    url = reverse("generation:collection_list")
+
+    def add_collections(upto: int) -> None:
+        number = len(world["boards"])
+        while number < upto:
+            mine = collection_create(name=f"Board {number}", created_by=owner)
+            collection_add_images(collection=mine, images=images[: number % 7 + 1], added_by=owner)
+            collection_create(name=f"Team board {number}", created_by=owner, team_id=team.pk)
+            number += 2
+        world["boards"] = (*world["boards"], *range(upto - len(world["boards"])))
+
+    add_collections(3)
+    few, _ = count_queries(client, url)
+    add_collections(30)
+    many, html = count_queries(client, url)
+    assert html.count("data-collection-card") >= 30
+    assert few == many, f"{few} queries with 3 collections, {many} with 30"
