@@ -82,7 +82,6 @@ class TeamTransferForm(forms.Form):
 
 class MemberCapForm(forms.Form):
     monthly_credits = forms.IntegerField(
-        min_value=0, max_value=100_000_000, label="Monthly limit",
-        help_text="Credits per calendar month (UTC); 0 stops them billing the team.",
+        min_value=0, max_value=100_000_000, label="Monthly limit",  # explained on the page, once
         error_messages={"min_value": "A limit cannot be negative.", "invalid": "Enter a whole number of credits."},
     )
