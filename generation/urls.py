@@ -87,3 +87,10 @@ urlpatterns += [
     path("jobs/<uuid:job_id>/source.png", canvas_views.job_source, name="job_source"),
     path("jobs/<uuid:job_id>/mask.png", canvas_views.job_mask, name="job_mask"),
 ]
+
+# PNG info on Create: a PNG's generation parameters fill the form (docs/canvas.md).
+from generation import png_info_views  # noqa: E402
+
+urlpatterns += [
+    path("create/png-info/", png_info_views.png_info, name="png_info"),
+]
