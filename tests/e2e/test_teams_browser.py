@@ -4,12 +4,16 @@ a used link tells a third person so. Screenshots on a desktop and a phone."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image as PILImage
 
-from accounts.models import Membership
-from generation.models import Job
+from accounts.models import Membership, Team
+from generation.models import Image, Job, JobState
 from tests.e2e.browser_fixtures import (  # noqa: F401  (fixtures)
     PHONE,
     _fresh_redis_state,
@@ -30,6 +34,40 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transa
 LINK = re.compile(r"https?://\S+/invitations/[A-Za-z0-9_-]+/")
 
 
+def make_team_images(team, owner, count: int) -> None:
+    for number in range(count):
+        job = Job.objects.create(
+            user=owner,
+            team=team,
+            state=JobState.SUCCEEDED,
+            prompt=f"night shift study {number}",
+            width=64,
+            height=64,
+            steps=4,
+            guidance_scale=7,
+            sampler="euler",
+            seed=number,
+            num_images=1,
+            model_name="t",
+            cost=1,
+        )
+        buffer = io.BytesIO()
+        PILImage.new("RGB", (64, 64), (30 + 60 * number, 80, 160)).save(buffer, "PNG")
+        png = default_storage.save(f"images/{owner.pk}/{job.pk}/0.png", ContentFile(buffer.getvalue()))
+        Image.objects.create(
+            job=job,
+            owner=owner,
+            team=team,
+            index=0,
+            seed=number,
+            width=64,
+            height=64,
+            file=png,
+            thumbnail=png,
+            infotext="x",
+        )
+
+
 def member_row(page, email: str):
     return page.locator(f"[data-member='{email}']")
 
@@ -47,6 +85,7 @@ def test_invite_accept_and_change_role(signed_in, shots):
     page_a.click("button:has-text('Create team')")
     page_a.wait_for_url(re.compile(r".*/teams/[0-9a-f-]{36}/$"))
     assert "Night Shift" in page_a.locator("h1").inner_text()
+    team_url = page_a.url
     assert member_row(page_a, owner.email).locator("[data-role]").inner_text().strip().lower() == "owner"
 
     before = mail_files()
@@ -103,15 +142,21 @@ def test_invite_accept_and_change_role(signed_in, shots):
     with orm():
         assert not Job.objects.filter(user=owner).exists()
 
+    with orm():
+        make_team_images(Team.objects.get(name="Night Shift"), owner, 3)
     page_b.click("text=Team gallery")
     page_b.wait_for_url("**/gallery/")
+    assert page_b.locator("[data-gallery-tile]").count() == 3
+    assert page_b.locator("[data-image-owner]").first.inner_text() == owner.email
     assert page_b.locator("text=Create into").count() == 0  # viewers only look
+    assert page_b.locator("[data-delete-image]").count() == 0
+    shots(page_b, "5c-viewer-team-gallery", full_page=False)
     page_b.set_viewport_size(PHONE)
     page_b.goto(page_b.url.replace("/gallery/", "/"))
     shots(page_b, "6-viewer-team-page-phone")
 
     page_a.set_viewport_size(PHONE)
-    page_a.reload()
+    page_a.goto(team_url)
     shots(page_a, "7-owner-team-page-phone")
     assert [error for error in session_a.console_errors if "402 (Payment Required)" not in error] == []
     assert session_b.console_errors == []
