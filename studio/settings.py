@@ -341,8 +341,9 @@ BILLING_TEAM_URL_NAME = "generation:team_detail"
 STUDIO_BULK_MAX_IMAGES = int(os.environ.get("STUDIO_BULK_MAX_IMAGES", "500"))
 STUDIO_ZIP_MAX_IMAGES = int(os.environ.get("STUDIO_ZIP_MAX_IMAGES", "200"))
 
-# Teams: how long an invitation link works.
+# Teams: how long an invitation link works, and how many invitations one team may send a day.
 STUDIO_TEAM_INVITATION_DAYS = int(os.environ.get("STUDIO_TEAM_INVITATION_DAYS", "7"))
+STUDIO_TEAM_INVITATIONS_PER_DAY = int(os.environ.get("STUDIO_TEAM_INVITATIONS_PER_DAY", "50"))  # per team; 0: off
 
 # Public links: reports of a link per client address (allauth's rate limiter, the shared cache,
 # the same trusted-proxy rules as logins); "amount/period/ip", e.g. "5/h/ip". Empty: no limit.

@@ -182,6 +182,17 @@ def _new_token(invitation: Invitation) -> str:
     return token
 
 
+def _check_invitations_per_day(team: Team) -> None:
+    """Invitations send mail to any address: a team may start STUDIO_TEAM_INVITATIONS_PER_DAY a
+    day (0: no limit), so an account cannot turn the studio into a mailer."""
+    limit = settings.STUDIO_TEAM_INVITATIONS_PER_DAY
+    since = timezone.now() - timedelta(days=1)
+    if limit and Invitation.objects.filter(team=team, created_at__gte=since).count() >= limit:
+        raise TeamRuleBroken(
+            f"This team sent {limit} invitations in the last day; please try again tomorrow."
+        )
+
+
 @transaction.atomic
 def invitation_create(
     *, team: Team, actor, email: str, role: str, link_for: Callable[[str], str]
@@ -195,6 +206,7 @@ def invitation_create(
         raise TeamRuleBroken("Only the team's owner and admins can invite people.")
     if role not in TeamRole.values or role == TeamRole.OWNER or ROLE_RANK[role] > ROLE_RANK[actor_role]:
         raise TeamRuleBroken("You cannot invite someone with that role.")
+    _check_invitations_per_day(team)
     email = email.strip()
     members = Membership.objects.filter(team=team)
     if members.filter(Q(user__email__iexact=email) | Q(user__emailaddress__email__iexact=email)).exists():

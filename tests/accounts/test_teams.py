@@ -396,3 +396,18 @@ def test_invite_page_form_checks_role_email_and_existing_members(client, django_
     client.force_login(member)
     assert client.post(url, {"email": "b@example.com", "role": "member"}).status_code == 403
     assert not Invitation.objects.filter(email="b@example.com").exists()
+
+
+@override_settings(STUDIO_TEAM_INVITATIONS_PER_DAY=2)
+def test_a_team_sends_a_limited_number_of_invitations_a_day(client, django_capture_on_commit_callbacks):
+    team, owner, _ = team_with()
+    client.force_login(owner)
+    url = reverse("generation:team_invite", args=[team.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        for number in range(2):
+            assert client.post(url, {"email": f"n{number}@example.com", "role": "member"}).status_code == 302
+        refused = client.post(url, {"email": "n3@example.com", "role": "member"})
+    assert refused.status_code == 400 and b"2 invitations in the last day" in refused.content
+    assert len(mail.outbox) == 2
+    Invitation.objects.update(created_at=timezone.now() - timedelta(days=1, seconds=1))
+    assert client.post(url, {"email": "n3@example.com", "role": "member"}).status_code == 302
