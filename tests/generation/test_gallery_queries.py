@@ -75,6 +75,7 @@ def test_each_gallery_page_runs_the_same_queries_with_10_and_200_images(client, 
         assert len(tile_ids(large_html)) == 24 and len(tile_ids(small_html)) >= 5, name  # full pages
         assert few == many, f"{name}: {few} queries with 10 images, {many} with 200"
         assert many <= 16, f"{name}: {many} queries"
+        print(f"{name}: {few} queries with 10 images, {many} with 200")
 
 
 def test_the_next_page_runs_the_same_queries_with_10_and_200_images(client, world):
