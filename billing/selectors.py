@@ -144,7 +144,8 @@ def subject_charge(*, subject: str) -> dict:
 
 
 def payments_for_user(*, user) -> QuerySet[Payment]:
-    return Payment.objects.filter(user_id=user.pk)
+    """What the user paid for: packs for themselves and for their teams (`wallet.owner_team`)."""
+    return Payment.objects.filter(user_id=user.pk).select_related("wallet__owner_team")
 
 
 def payments_for_wallet(*, wallet_id: int) -> QuerySet[Payment]:

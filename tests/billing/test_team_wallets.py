@@ -313,6 +313,16 @@ def test_test_purchase_for_a_team_credits_the_team_wallet(people, team, settings
     assert Payment.objects.count() == 1
 
 
+def test_my_purchases_say_which_were_for_a_team(client, people, team, settings):
+    settings.STUDIO_BILLING_TEST_PURCHASES = True
+    pack = CreditPack.objects.create(name="Team pack", credits=1000, price_cents=1000)
+    payment_test_purchase(user=people["admin"], pack=pack, team=team)
+    payment_test_purchase(user=people["admin"], pack=pack)
+    client.force_login(people["admin"])
+    html = client.get(reverse("billing:credits")).content.decode()
+    assert html.count("<td>Team pack") == 2 and html.count("for team Acme") == 1
+
+
 def test_stripe_checkout_for_a_team_is_credited_to_the_team_by_the_webhook(people, team, settings, monkeypatch,
                                                                           client):
     import stripe
