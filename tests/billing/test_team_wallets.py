@@ -573,3 +573,24 @@ def test_a_member_removed_from_the_team_cannot_bill_or_see_it(client, people, te
     assert client.get(page(team)).status_code == 200
     Membership.objects.filter(team=team, user=people["member"]).delete()
     assert client.get(page(team)).status_code == 404
+
+
+def test_the_team_page_runs_the_same_queries_however_much_history(client, people, team, make_user):
+    client.force_login(people["owner"])
+    fund_team(team, people["owner"], 10_000)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(page(team)).status_code == 200
+        return len(captured)
+
+    reserve_for_team(people["member"], team, 3)
+    few = queries()
+    for _ in range(4):
+        extra = make_user()
+        Membership.objects.create(team=team, user=extra, role=TeamRole.MEMBER)
+        member_cap_set(actor=people["owner"], team=team, member=extra, monthly_credits=100)
+        for amount in (1, 2, 3):
+            job = reserve_for_team(extra, team, amount)
+            credits_capture(subject=job.subject, amount=amount)
+    assert queries() == few
