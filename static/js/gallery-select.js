@@ -89,6 +89,7 @@
     if (event.target.matches && event.target.matches(BOX)) refresh();
   });
   document.addEventListener("htmx:afterSettle", refresh);
+  document.addEventListener("htmx:oobAfterSwap", refresh);  // tiles pushed live over the websocket
   window.addEventListener("pageshow", refresh);
   document.addEventListener("DOMContentLoaded", refresh);
 })();
