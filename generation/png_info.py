@@ -97,12 +97,13 @@ def _from_infotext(infotext: str, info: ModelInfo) -> PngInfo:
         if key in parsed and name not in typed:
             result.unused.append(Unused(key, parsed[key], "not a number we can read"))
     _a1111_sampler(parsed, result)
+    if ("Model" in parsed or "Model hash" in parsed) and not _same_model(parsed, info):
+        model = " ".join(filter(None, (parsed.get("Model"), parsed.get("Model hash") and f"({parsed['Model hash']})")))
+        result.unused.append(Unused("Model", model, f"this studio generates with its model “{info.name}”"))
     for key, value in parsed.items():
         if key in _A1111_USED:
             continue
         if key in ("Model", "Model hash"):
-            if not _same_model(parsed, info):
-                result.unused.append(Unused(key, value, f"this studio generates with its model “{info.name}”"))
             continue
         reason = "a canvas setting: not used on Create" if key in _CANVAS_KEYS else "not a setting of Create"
         result.unused.append(Unused(key, value, reason))

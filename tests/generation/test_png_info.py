@@ -51,9 +51,10 @@ def test_a1111_parameters_with_a_separate_schedule_type(info):
     }
     assert result.form_values(info)["aspect"] == "2:3"  # 512x768 is this model's 2:3 size
     unused = unused_labels(result)
-    assert set(unused) == {"Model hash", "Model", "Denoising strength", "Hires upscale", "Hires upscaler",
+    assert set(unused) == {"Model", "Denoising strength", "Hires upscale", "Hires upscaler",
                            "Lora hashes", "Version"}
     assert unused["Model"] == f"this studio generates with its model “{info.name}”"
+    assert [item.value for item in result.unused if item.label == "Model"] == ["v1-5-pruned-emaonly (6ce0161689)"]
     assert unused["Denoising strength"] == "a canvas setting: not used on Create"
     assert unused["Version"] == "not a setting of Create"
     assert "Schedule type" not in unused
