@@ -207,3 +207,35 @@ def test_without_javascript_the_bulk_bar_is_a_plain_form(signed_in, browser, liv
             assert Image.objects.count() == 5 and not Image.objects.filter(pk=newest[2]).exists()
     finally:
         context.close()
+
+
+def test_the_image_page_moves_an_image_into_a_team_gallery_and_back(signed_in, shots):  # noqa: F811
+    from accounts.models import Membership, Team, TeamRole
+
+    session, page, user = signed_in(viewport=DESKTOP)
+    with orm():
+        image = make_gallery(user, 1)[0]
+        team = Team.objects.create(name="Night Shift", created_by=user)
+        Membership.objects.create(team=team, user=user, role=TeamRole.OWNER)
+        watching = Team.objects.create(name="Watchers")
+        Membership.objects.create(team=watching, user=user, role=TeamRole.VIEWER)
+    page.goto(f"/images/{image.pk}/")
+    assert page.locator("[data-image-owner]").first.inner_text() == "you"
+    assert page.locator("#move-to-team option").all_inner_texts() == ["Night Shift"]  # not where I only view
+    page.click("[data-move-to-team]")
+    page.wait_for_url(f"**/images/{image.pk}/")
+    assert page.locator("[data-image-team-name]").inner_text() == "Night Shift"
+    with orm():
+        image.refresh_from_db()
+        assert image.team_id == team.pk
+    shots(page, "1-desktop-in-team-gallery")
+    page.goto("/gallery/")  # still in my own gallery too
+    assert page.locator(f"#image-{image.pk}").count() == 1
+    page.goto(f"/images/{image.pk}/")
+    page.click("[data-remove-from-team]")
+    page.wait_for_url(f"**/images/{image.pk}/")
+    assert "own gallery only" in page.locator("[data-image-team]").inner_text()
+    with orm():
+        image.refresh_from_db()
+        assert image.team_id is None
+    assert not session.console_errors, session.console_errors
