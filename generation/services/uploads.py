@@ -227,7 +227,9 @@ def _encode(picture: Image.Image) -> bytes:
     clean = picture.copy()
     clean.info = {}  # Pillow would carry an ICC profile or transparency from info into the PNG
     buffer = io.BytesIO()
-    clean.save(buffer, format="PNG")
+    # Level 3: half the time of the default 6 on a noisy 4096x4096 picture (seconds of a web
+    # worker), files about 10% larger on photos.
+    clean.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
