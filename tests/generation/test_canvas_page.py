@@ -160,7 +160,7 @@ def test_the_page_is_for_signed_in_users(client):
     assert response.status_code == 302 and "/login" in response["Location"]
 
 
-def test_the_header_and_the_image_page_link_to_the_canvas(client):
+def test_the_header_the_image_page_and_the_gallery_link_to_the_canvas(client):
     user = make_user()
     image = my_image(user)
     client.force_login(user)
@@ -170,6 +170,8 @@ def test_the_header_and_the_image_page_link_to_the_canvas(client):
     assert re.search(rf'<a href="{CANVAS}" aria-current="page">Canvas</a>', canvas)
     page = client.get(reverse("generation:image_detail", args=[image.pk])).content.decode()
     assert f'href="{CANVAS}?image={image.pk}"' in page and "Open in canvas" in page
+    gallery = client.get(reverse("generation:gallery")).content.decode()
+    assert re.search(rf'<a [^>]*href="{CANVAS}\?image={image.pk}"[^>]*aria-label="Open in canvas"', gallery)
 
 
 def test_the_pages_own_defaults_post_an_outpaint_without_javascript(client):

@@ -107,7 +107,14 @@ export class Stroke {
     this.last = { x, y, pressure };
   }
 
+  /** Finish where the pointer lifted: the spacing may have left the last dab short of it. */
   end() {
+    if (this.last && this.carry > 0.01) {
+      this.ctx.save();
+      this.ctx.globalCompositeOperation = this.brush.erasing ? "destination-out" : "source-over";
+      this._dab(this.last.x, this.last.y, this.last.pressure);
+      this.ctx.restore();
+    }
     this.last = null;
     return this.bounds;
   }

@@ -251,6 +251,8 @@ export class MaskEditor extends EventTarget {
 
   _pointerDown(event) {
     if (!this.loaded) return;
+    // The canvas takes the focus, so the keys ([ ] Ctrl+Z, space) reach the editor, not the prompt.
+    if (document.activeElement !== this.canvas) this.canvas.focus({ preventScroll: true });
     this.canvas.setPointerCapture(event.pointerId);
     this.pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
     if (this.pointers.size === 2) {
