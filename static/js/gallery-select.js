@@ -1,5 +1,6 @@
 // The gallery's selection for the bulk bar: click a tile's box to select it, shift-click another to
-// select (or clear) the whole range between, "Select all on the page" for every tile loaded so far
+// select (or clear) the whole range between; once something is selected a click on a thumbnail
+// selects it too; "Select all on the page" for every tile loaded so far
 // (pages that htmx loaded while scrolling included), Escape to clear. The boxes belong to the bar's
 // form (form="bulk-form"), so without this script the bar still posts whatever was ticked.
 (function () {
@@ -42,6 +43,14 @@
     for (var i = start; i <= end; i += 1) all[i].checked = checked;
   }
 
+  function toggled(box, shift) {
+    if (shift && lastClicked && lastClicked !== box && lastClicked.isConnected) {
+      setRange(lastClicked, box, box.checked);
+    }
+    lastClicked = box;
+    refresh();
+  }
+
   // A click on the box (or its label, which clicks the box) toggles it; with shift, the range too.
   var shiftOnLabel = false;
   document.addEventListener("click", function (event) {
@@ -54,11 +63,19 @@
     if (box) {
       var shift = event.shiftKey || shiftOnLabel;
       shiftOnLabel = false;
-      if (shift && lastClicked && lastClicked !== box && lastClicked.isConnected) {
-        setRange(lastClicked, box, box.checked);
+      toggled(box, shift);
+      return;
+    }
+    // While something is selected, a click (tap) on a thumbnail selects it instead of opening it;
+    // Ctrl/Cmd-click still opens it in a new tab.
+    var thumb = event.target.closest(".gallery-thumb");
+    if (thumb && !event.ctrlKey && !event.metaKey && document.querySelector(BOX + ":checked")) {
+      var tileBox = thumb.closest("[data-gallery-tile]") && thumb.closest("[data-gallery-tile]").querySelector(BOX);
+      if (tileBox) {
+        event.preventDefault();
+        tileBox.checked = !tileBox.checked;
+        toggled(tileBox, event.shiftKey);
       }
-      lastClicked = box;
-      refresh();
       return;
     }
     if (event.target.closest("[data-select-all]")) {

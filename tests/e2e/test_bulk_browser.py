@@ -76,6 +76,10 @@ def test_select_with_click_and_shift_click_add_to_collection_zip_and_delete(
     page.locator(BOXES).nth(27).click(modifiers=["Shift"])
     assert checked_ids(page) == [*ids[2:7], *all_ids[20:28]]
     assert count.inner_text() == "13 selected"
+    # While something is selected, a click on a thumbnail selects it instead of opening the image.
+    page.locator(".gallery-thumb").nth(29).click()
+    assert page.url.endswith("/gallery/") and count.inner_text() == "14 selected"
+    assert page.locator(BOXES).nth(29).is_checked()
     assert page.locator("[data-select-none]").is_visible()
     page.keyboard.press("Escape")
     assert checked_ids(page) == []
