@@ -89,10 +89,12 @@ DESTINATION_KEY = "create_destination"  # the session remembers the last "Save t
 def _remembered_destination(request: HttpRequest) -> dict:
     """The initial "Save to" (a ?save_to=<team id> link wins) and "Bill to team"; the form's
     choices drop a team the user may no longer save into."""
-    remembered = request.session.get(DESTINATION_KEY) or {}
     if "save_to" in request.GET:
         return {"save_to": request.GET["save_to"][:40], "bill_team": False}
-    return {"save_to": remembered.get("save_to", ""), "bill_team": bool(remembered.get("bill_team"))}
+    remembered = request.session.get(DESTINATION_KEY)
+    if not remembered or not remembered.get("save_to"):
+        return {}  # My images, billed to me: the form's defaults
+    return {"save_to": remembered["save_to"], "bill_team": bool(remembered.get("bill_team"))}
 
 
 def _credits_message(error: InsufficientCredits, destination: dict) -> str:
@@ -111,8 +113,9 @@ def create(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         initial = {**_remembered_destination(request), **_initial_from_job(request)}
         form = CreateForm(initial=initial, model_info=info, teams=teams)
-        if initial["save_to"] not in form.teams:
-            form.initial.update(save_to="", bill_team=False)
+        if initial.get("save_to", "") not in form.teams:  # a team I may no longer create in
+            for key in ("save_to", "bill_team"):
+                form.initial.pop(key, None)
         context = {"form": form, "model_info": info, "recent_jobs": selectors.jobs_for_user(request.user)}
         return render(request, "generation/create.html", context)
 
