@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.browser_fixtures import CHROMIUM_ARGS, _chromium_path  # noqa: E402
+from tests.e2e.browser_fixtures import CHROMIUM_ARGS, _chromium_path
 
 HARNESS = """<!doctype html><meta charset="utf-8"><title>editor bench</title>
 <link rel="stylesheet" href="canvas.css">
