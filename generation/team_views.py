@@ -93,7 +93,6 @@ def _team_context(
         "invitations": account_selectors.team_pending_invitations(team_id=team.pk) if manages else [],
         "invite_form": invite_form or (InviteForm(inviter_role=role) if manages else None),
         "can_change_settings": team_permissions.can_change_team_settings(role),
-        "can_see_wallet": team_permissions.can_manage_wallet(role),
         "can_leave": not team_permissions.can_transfer_ownership(role),
         "now": timezone.now(),
     }

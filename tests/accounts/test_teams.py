@@ -133,6 +133,7 @@ def test_team_page_shows_members_with_roles_and_only_the_actions_my_role_allows(
         assert user.email in page
     assert "Change role" not in page and "Remove" not in page and "Invite someone" not in page
     assert "Leave team" in page and reverse("generation:team_gallery", args=[team.pk]) in page
+    assert reverse("billing:team_credits", kwargs={"team_id": team.pk}) in page
     client.force_login(admin)
     page = client.get(reverse("generation:team_detail", args=[team.pk])).content.decode()
     assert "Change role" in page and "Invite someone" in page and "Make owner" not in page
