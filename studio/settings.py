@@ -353,3 +353,10 @@ ACCOUNT_RATE_LIMITS["share_report"] = os.environ.get("STUDIO_SHARE_REPORTS_RATE"
 # have, and the most pixels (width x height) it may decode to. Checked before any pixel is decoded.
 STUDIO_UPLOAD_MAX_BYTES = int(os.environ.get("STUDIO_UPLOAD_MAX_BYTES", str(20 * 1024 * 1024)))
 STUDIO_UPLOAD_MAX_PIXELS = int(os.environ.get("STUDIO_UPLOAD_MAX_PIXELS", str(4096 * 4096)))
+# Each uploaded file is cut off one byte past STUDIO_UPLOAD_MAX_BYTES before Django stores it
+# (generation/upload_handlers.py); the upload service refuses it then.
+FILE_UPLOAD_HANDLERS = [
+    "generation.upload_handlers.UploadSizeLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]

@@ -320,3 +320,24 @@ def test_png_text_refuses_hostile_files_the_same_way(data, name, status, message
     with pytest.raises(UploadRefused) as refused:
         upload_read_png_text(data=as_upload(data, name))
     assert refused.value.status == status
+
+
+# -- Django's own storing of an upload is bounded too ----------------------------------------------------
+
+
+@pytest.mark.parametrize("memory_limit", [10**7, 100], ids=["in-memory", "temporary-file"])
+def test_django_stores_at_most_the_limit_plus_one_byte_of_an_upload(rf, settings, memory_limit):
+    settings.STUDIO_UPLOAD_MAX_BYTES = 1000
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = memory_limit
+    data = corpus.png_rgb() + b"\x00" * 50_000
+    request = rf.post("/", {"image": as_upload(data), "after": "kept", "second": as_upload(corpus.png_rgb())})
+    stored = request.FILES["image"]
+    assert stored.size == 1001
+    stored.seek(0, io.SEEK_END)
+    assert stored.tell() == 1001
+    assert request.POST["after"] == "kept"  # the rest of the form is still read
+    assert request.FILES["second"].size == len(corpus.png_rgb())
+    with pytest.raises(UploadRefused) as refused:
+        upload_read_image(data=stored)
+    assert refused.value.status == 413
+    assert upload_read_image(data=request.FILES["second"]).width == 32
