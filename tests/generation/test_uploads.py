@@ -341,3 +341,28 @@ def test_django_stores_at_most_the_limit_plus_one_byte_of_an_upload(rf, settings
         upload_read_image(data=stored)
     assert refused.value.status == 413
     assert upload_read_image(data=request.FILES["second"]).width == 32
+
+
+# -- through the canvas page: every hostile source is a 4xx with its message, never a 500 ----------------
+
+
+CANVAS_REFUSALS = [pytest.param(data, status, message, id=param.id) for param in REFUSED
+                   for data, _name, status, message in [param.values] if data]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("data", "status", "message"), CANVAS_REFUSALS)
+def test_hostile_canvas_sources_are_refused_with_their_message(client_with_credits, data, status, message):
+    from django.urls import reverse
+
+    from generation.models import Job
+
+    response = client_with_credits.post(reverse("generation:canvas"), {
+        "prompt": "a red circle", "negative_prompt": "", "aspect": "1:1", "steps": 8, "guidance_scale": 3,
+        "sampler": "euler", "seed": 1, "num_images": 1, "mode": "img2img", "strength": 0.8, "mask_blur": 4,
+        "masked_content": "original", "only_masked_padding": 32, "outpaint_left": 0, "outpaint_top": 0,
+        "outpaint_right": 0, "outpaint_bottom": 0, "source": as_upload(data, "source.png"),
+    })
+    assert response.status_code == 400  # the canvas form answers every refusal with 400
+    assert message in response.content.decode()
+    assert not Job.objects.exists()
