@@ -45,6 +45,7 @@ TO_CLIENT = """([x, y]) => {
   const rect = editor.canvas.getBoundingClientRect();
   return [rect.left + editor.view.x + x * editor.view.scale, rect.top + editor.view.y + y * editor.view.scale];
 }"""
+VIEW = "() => { const v = document.querySelector('[data-mask-editor]').editor.view; return [v.scale, v.x, v.y]; }"
 PAINTED = """() => {
   const mask = document.querySelector('[data-mask-editor]').editor.layers.mask;
   const data = mask.getContext('2d').getImageData(0, 0, mask.width, mask.height).data;
@@ -159,6 +160,24 @@ def test_paint_undo_generate_then_outpaint_the_result(signed_in, shots, tmp_path
     assert page.evaluate(PAINTED) == after_one
     assert page.locator("[data-action=redo]").is_enabled()
     shots(page, "3-desktop-after-undo", full_page=False)
+
+    # The wheel zooms around the pointer, space-drag pans; neither paints.
+    before = page.evaluate(VIEW)
+    over = page.evaluate(TO_CLIENT, [128, 200])
+    page.mouse.move(*over)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function(f"() => document.querySelector('{EDITOR}').editor.view.scale > {before[0] * 1.2}")
+    zoomed = page.evaluate(VIEW)
+    assert page.evaluate(TO_CLIENT, [128, 200]) == pytest.approx(over, abs=1)  # the point under the pointer stays
+    page.keyboard.down("Space")
+    page.mouse.down()
+    page.mouse.move(over[0] + 80, over[1] + 40, steps=5)
+    page.mouse.up()
+    page.keyboard.up("Space")
+    panned = page.evaluate(VIEW)
+    assert panned[0] == zoomed[0] and panned[1:] == pytest.approx([zoomed[1] + 80, zoomed[2] + 40], abs=1)
+    assert page.evaluate(PAINTED) == after_one
+    page.click("[data-action=fit]")
 
     page.click("button:has-text('Generate')")
     job_id = submitted_job_id(page)

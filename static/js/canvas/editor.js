@@ -92,8 +92,9 @@ export class MaskEditor extends EventTarget {
   }
 
   setPadding(padding) {
+    const changed = ["left", "top", "right", "bottom"].some((side) => padding[side] !== this.padding[side]);
     this.padding = { ...padding };
-    this.fit();
+    if (changed) this.fit();
   }
 
   undo() { if (this.history.undo(this.layers.maskCtx)) this._changed(); }
@@ -220,7 +221,10 @@ export class MaskEditor extends EventTarget {
     }, { passive: false });
     document.addEventListener("keydown", (event) => this._keyDown(event));
     document.addEventListener("keyup", (event) => {
-      if (event.code === "Space") { this.spaceHeld = false; this.root.classList.remove("is-panning"); }
+      if (event.code !== "Space" || !this.spaceHeld) return;
+      event.preventDefault(); // a focused button must not be pressed by the space that panned
+      this.spaceHeld = false;
+      this.root.classList.remove("is-panning");
     });
     new ResizeObserver(() => this._resize()).observe(this.viewport);
 
@@ -319,7 +323,8 @@ export class MaskEditor extends EventTarget {
   }
 
   _keyDown(event) {
-    if (isTextEntry(event.target) || !this.loaded || this.root.offsetParent === null) return;
+    // Only while the mask can be painted, and never while typing in a field.
+    if (isTextEntry(event.target) || !this.loaded || !this.paintable || this.root.offsetParent === null) return;
     const ctrl = event.ctrlKey || event.metaKey;
     const key = event.key.toLowerCase();
     if (ctrl && key === "z") {
@@ -335,7 +340,9 @@ export class MaskEditor extends EventTarget {
       const step = Math.max(1, Math.round(this.brush.size * 0.15));
       this.setBrushSize(this.brush.size + (event.key === "]" ? step : -step));
     } else if (event.code === "Space") {
-      if (event.target.closest?.("button, a, summary")) return; // space still presses buttons
+      // Space pans while the pointer is over the picture (or the picture has the focus), even if a
+      // toolbar button has the focus; elsewhere it scrolls the page or presses buttons as usual.
+      if (!this.viewport.matches(":hover") && document.activeElement !== this.canvas) return;
       event.preventDefault();
       this.spaceHeld = true;
       this.root.classList.add("is-panning");

@@ -138,6 +138,7 @@ function init(form) {
 
   // Submit: the mask (inpaint only) goes into the `mask` file input, then the form posts as usual.
   let exported = false;
+  let exporting = false;
   form.addEventListener("submit", async (event) => {
     if (exported || !maskInput) return;
     if (mode() !== "inpaint" || !editor.loaded) {
@@ -145,12 +146,15 @@ function init(form) {
       return;
     }
     event.preventDefault();
+    if (exporting) return; // a second click while the mask is being encoded: one post only
+    exporting = true;
     const submitter = event.submitter;
     if (submitter) submitter.disabled = true;
     try {
       setInputFile(maskInput, await maskPng(editor.layers.mask), "mask.png");
     } finally {
       if (submitter) submitter.disabled = false;
+      exporting = false;
     }
     exported = true;
     form.requestSubmit(submitter && submitter.form === form ? submitter : undefined);
