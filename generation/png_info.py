@@ -37,6 +37,10 @@ _COMFY_SAMPLERS = {"euler": "euler", "euler_ancestral": "euler_a", "dpmpp_2m": "
                    "uni_pc": "unipc", "uni_pc_bh2": "unipc"}
 _COMFY_PLAIN_SCHEDULERS = {"normal", "simple", "sgm_uniform", "ddim_uniform"}
 _MAX_HOPS = 12  # links followed from one input through a ComfyUI graph
+# parse_infotext's "Key: value" pattern takes quadratic time on a long last line without colons
+# (0.3 s at 4096 characters, half a minute at 32 KB): longer parameters are not read.
+MAX_PARAMETER_LINE = 4096
+MAX_INFOTEXT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ def png_info_from_text(text: dict[str, str], info: ModelInfo) -> PngInfo:
 
 def _from_infotext(infotext: str, info: ModelInfo) -> PngInfo:
     result = PngInfo(source=A1111)
+    last_line = infotext.replace("\r\n", "\n").rsplit("\n", 1)[-1]
+    if len(infotext) > MAX_INFOTEXT or len(last_line) > MAX_PARAMETER_LINE:
+        result.unused.append(Unused("parameters", f"{len(infotext):,} characters", "too long to read"))
+        return result
     parsed = parse_infotext(infotext)
     typed = request_fields_from_infotext(infotext)
     for name in ("prompt", "negative_prompt", "steps", "guidance_scale", "seed", "width", "height"):

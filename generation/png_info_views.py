@@ -51,6 +51,7 @@ def _create_page(request: HttpRequest, info, result: PngInfo | None) -> dict:
     if result is not None:
         initial.update({key: value for key, value in result.form_values(info).items() if value is not None})
     form = CreateForm(initial=initial, model_info=info, teams=teams)
-    if initial["save_to"] not in form.teams:
-        form.initial.update(save_to="", bill_team=False)
+    if initial.get("save_to", "") not in form.teams:  # as the create view: a team I may no longer create in
+        for key in ("save_to", "bill_team"):
+            form.initial.pop(key, None)
     return {"form": form, "model_info": info, "recent_jobs": selectors.jobs_for_user(request.user)}

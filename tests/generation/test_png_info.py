@@ -99,6 +99,21 @@ def test_a_too_long_prompt_is_not_used(info):
     assert unused_labels(result)["Prompt"] == "prompt is 1200 characters long; the limit is 1000"
 
 
+def test_overlong_parameters_are_not_parsed(info):
+    """A long last line without colons would keep parse_infotext busy for minutes."""
+    import time
+
+    started = time.monotonic()
+    result = png_info_from_text({"parameters": "a" * 200_000}, info)
+    assert time.monotonic() - started < 1
+    assert not result.found
+    assert unused_labels(result) == {"parameters": "too long to read"}
+    assert result.unused[0].value == "200,000 characters"
+    long_prompt = png_info_from_text({"parameters": "p" * 900 + "\n" + "Steps: 20, Seed: 1, Size: 512x512, " + "x" * 4000},
+                                     info)
+    assert long_prompt.fields["steps"] == 20  # a parameter line just under the limit is read
+
+
 def test_comfyui_workflow(info):
     result = png_info_from_text({"prompt": json.dumps(corpus.comfyui_prompt()), "workflow": "{}"}, info)
     assert result.source == COMFYUI
@@ -299,3 +314,17 @@ def test_create_page_has_the_png_info_form(client_with_credits):
     # It is not inside the Create form (forms do not nest): it comes before it.
     assert body.index('id="png-info"') < body.index('id="create-form"')
     assert body.index("</section>", body.index('id="png-info"')) < body.index('id="create-form"')
+
+
+@pytest.mark.django_db
+def test_plain_post_keeps_the_remembered_destination(client_with_credits):
+    from generation import services
+    from generation.views import DESTINATION_KEY
+
+    team = services.team_create(user=client_with_credits.user, name="Lighthouse keepers")
+    session = client_with_credits.session
+    session[DESTINATION_KEY] = {"save_to": str(team.pk), "bill_team": True}
+    session.save()
+    form = post(client_with_credits, corpus.png_with_text(parameters=corpus.A1111_PARAMETERS), htmx=False).context["form"]
+    assert form.initial["save_to"] == str(team.pk) and form.initial["bill_team"] is True
+    assert form.initial["steps"] == 28
