@@ -3,7 +3,9 @@
 Roles x objects x actions, written as data (MATRIX below: one line per object and action, one
 column per role), so a failing cell names itself: `member | team settings | edit`. Every cell
 is a real request through the URLconf (the Django test client, or a WebsocketCommunicator on the
-real Redis channel layer for the job socket) against one scene shared by the module.
+real Redis channel layer for the sockets). The HTTP cells share one scene (a class-scoped
+fixture, rolled back at the end; each cell in its own savepoint); the socket cells need
+committed rows, so each builds its people and job in a transactional test.
 
 What the answers mean:
   200 / 302   allowed (302: a form post that did its work and redirects; never to the login page);
@@ -35,7 +37,8 @@ Actions per object (what "edit", "delete", "share" are there):
   job page          view; delete = cancel (the job is queued)
   job websocket     view = connect to /ws/jobs/<id>/ (the job's state arrives first)
   team gallery websocket: view = connect to /ws/teams/<id>/gallery/ (beyond the issue's list)
-  share link        view = open the public page; delete = revoke
+  share link        view = open the public page; delete = revoke; a revoked, an expired and a
+                    hidden (by staff) link: view = 404 for everyone
   zip download      view = the bulk zip of the image
 Cells that do not exist in the app (editing a file, sharing a job, ...) are not in the matrix.
 """
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -55,6 +59,7 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
 from django.shortcuts import resolve_url
 from django.test import Client
+from django.utils import timezone
 
 from accounts import services as accounts
 from accounts.models import Invitation, Membership, Team
@@ -142,6 +147,8 @@ MATRIX = {
     ("share link", "view"): (OK,) * len(ROLES),
     ("share link", "delete"): OWNER_OR_ADMINS,
     ("share link (revoked)", "view"): (NOT_FOUND,) * len(ROLES),
+    ("share link (expired)", "view"): (NOT_FOUND,) * len(ROLES),
+    ("share link (hidden by staff)", "view"): (NOT_FOUND,) * len(ROLES),
     ("zip download", "view"): TEAM_READ,
     ("zip download (private)", "view"): PRIVATE_READ,
 }
@@ -185,6 +192,7 @@ class Scene:
     image_link: object
     collection_link: object
     revoked_link: object
+    gone_links: dict  # "expired" and "hidden by staff" -> a link to the team image in that state
 
 
 def _user(*, staff: bool = False, verified: bool = True):
@@ -235,11 +243,15 @@ def build_scene() -> Scene:
     job = submit_job(creator, team=team)
     revoked_link = sharing.share_link_create(user=creator, image=image)
     sharing.share_link_revoke(user=creator, link=revoked_link)
+    gone_links = {state: sharing.share_link_create(user=creator, image=image) for state in ("expired", "hidden")}
+    ShareLink.objects.filter(pk=gone_links["expired"].pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+    ShareLink.objects.filter(pk=gone_links["hidden"].pk).update(hidden_at=timezone.now())
     return Scene(
         users=users, own_images={role: make_image(user) for role, user in users.items()}, team=team, target=target,
         image=image, private_image=private_image, collection=collection, private_collection=private_collection,
         job=job, image_link=sharing.share_link_create(user=creator, image=image),
         collection_link=sharing.share_link_create(user=owner, collection=collection), revoked_link=revoked_link,
+        gone_links=gone_links,
     )
 
 
@@ -349,6 +361,8 @@ def _team_requests(s: Scene) -> dict:
         ("share link", "view"): lambda s, r: _get(f"/s/{s.image_link.token}/"),
         ("share link", "delete"): lambda s, r: _post(f"/links/{s.image_link.pk}/revoke/"),
         ("share link (revoked)", "view"): lambda s, r: _get(f"/s/{s.revoked_link.token}/"),
+        ("share link (expired)", "view"): lambda s, r: _get(f"/s/{s.gone_links['expired'].token}/"),
+        ("share link (hidden by staff)", "view"): lambda s, r: _get(f"/s/{s.gone_links['hidden'].token}/"),
     }
 
 
@@ -358,8 +372,10 @@ def _image_gone(image):
     return lambda s: not Image.objects.filter(pk=image.pk).exists()
 
 
-def _live_links(**target) -> int:
-    return ShareLink.objects.filter(revoked_at=None, **target).count()
+def _new_link(s: Scene, **target) -> bool:
+    """A link the scene did not make (the action made one)."""
+    known = [s.image_link.pk, s.collection_link.pk, s.revoked_link.pk, *(link.pk for link in s.gone_links.values())]
+    return ShareLink.objects.filter(**target).exclude(pk__in=known).exists()
 
 
 def effects_for(s: Scene) -> dict:
@@ -371,16 +387,16 @@ def effects_for(s: Scene) -> dict:
     return {
         ("image page", "edit"): lambda s: field(Image, s.image.pk, "favourite") is True,
         ("image page", "delete"): _image_gone(s.image),
-        ("image page", "share"): lambda s: _live_links(image=s.image) == 2,  # the scene's link and a new one
+        ("image page", "share"): lambda s: _new_link(s, image=s.image),
         ("image page (private)", "edit"): lambda s: field(Image, s.private_image.pk, "favourite") is True,
         ("image page (private)", "delete"): _image_gone(s.private_image),
-        ("image page (private)", "share"): lambda s: _live_links(image=s.private_image) == 1,
+        ("image page (private)", "share"): lambda s: _new_link(s, image=s.private_image),
         ("collection", "edit"): lambda s: field(Collection, s.collection.pk, "name") == "Renamed board",
         ("collection", "delete"): lambda s: not Collection.objects.filter(pk=s.collection.pk).exists(),
-        ("collection", "share"): lambda s: _live_links(collection=s.collection) == 2,
+        ("collection", "share"): lambda s: _new_link(s, collection=s.collection),
         ("collection (private)", "edit"): lambda s: field(Collection, s.private_collection.pk, "name") == "Renamed board",
         ("collection (private)", "delete"): lambda s: not Collection.objects.filter(pk=s.private_collection.pk).exists(),
-        ("collection (private)", "share"): lambda s: _live_links(collection=s.private_collection) == 1,
+        ("collection (private)", "share"): lambda s: _new_link(s, collection=s.private_collection),
         ("team gallery", "edit"): lambda s: Image.objects.filter(pk__in=team_images.values(), team=s.team).exists()
         or field(Image, s.private_image.pk, "team_id") == s.team.pk,
         ("team gallery", "delete"): lambda s: field(Image, s.image.pk, "team_id") is None,
