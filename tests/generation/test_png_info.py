@@ -155,10 +155,10 @@ def test_comfyui_image_to_image_says_so(info):
 @pytest.mark.parametrize("prompt_chunk", [
     "not json", "[1, 2, 3]", "{}", '{"1": {"class_type": "SaveImage"}}', "[" * 100_000 + "]" * 100_000,
     '{"3": {"class_type": "KSampler", "inputs": "nope"}}',
-    '{"3": {"class_type": "KSampler", "inputs": {"positive": ["4", 0], "steps": "x", "cfg": true}},'
-    ' "4": {"class_type": "Loop", "inputs": {"conditioning": ["4", 0]}}}',
-    '{"3": {"class_type": "KSampler", "inputs": {"seed": ["9", 0], "latent_image": [[], 0]}},'
-    ' "9": {"class_type": "P", "inputs": {"value": ["9", 0]}}}',
+    ('{"3": {"class_type": "KSampler", "inputs": {"positive": ["4", 0], "steps": "x", "cfg": true}},'
+     ' "4": {"class_type": "Loop", "inputs": {"conditioning": ["4", 0]}}}'),
+    ('{"3": {"class_type": "KSampler", "inputs": {"seed": ["9", 0], "latent_image": [[], 0]}},'
+     ' "9": {"class_type": "P", "inputs": {"value": ["9", 0]}}}'),
 ], ids=["text", "list", "empty", "no-sampler", "deeply-nested", "bad-inputs", "conditioning-loop", "value-loop"])
 def test_broken_comfyui_graphs_are_harmless(info, prompt_chunk):
     result = png_info_from_text({"prompt": prompt_chunk}, info)
@@ -188,7 +188,7 @@ def post(client, data: bytes | None, *, htmx: bool = True, name: str = "picture.
 
 
 def fields_json(response) -> dict:
-    match = re.search(rb'<script id="png-info-fields" type="application/json">(.*?)</script>', response.content, re.S)
+    match = re.search(rb'<script id="png-info-fields" type="application/json">(.*?)</script>', response.content, re.DOTALL)
     assert match, response.content.decode()
     return json.loads(match.group(1))
 

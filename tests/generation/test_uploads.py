@@ -276,7 +276,7 @@ def test_html_appended_to_a_png_does_not_survive():
 def test_a_multi_picture_jpeg_keeps_its_primary_picture():
     result = upload_read_image(data=corpus.mpo_jpeg())
     assert result.format == "JPEG"
-    red, green, blue = assert_clean(result).getpixel((8, 8))
+    red, _green, blue = assert_clean(result).getpixel((8, 8))
     assert red > 220 and blue < 40
 
 
