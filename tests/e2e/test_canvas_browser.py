@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
@@ -302,3 +303,33 @@ def test_draw_with_a_finger_on_a_phone(signed_in, browser, live_stack, shots, tm
     finally:
         _PlaywrightLoop.resume()
         phone_context.close()
+
+
+def test_a_refused_post_keeps_the_picture_and_the_mask(signed_in, shots):
+    """Opened from my gallery without the credits to pay: the page comes back with the reason, the
+    picture and the mask painted on it, ready to try again."""
+    session, page, user = signed_in(credits=0, viewport=DESKTOP)
+    with orm():
+        job = Job.objects.create(user=user, state=JobState.SUCCEEDED, prompt="a harbour", width=SIZE, height=SIZE,
+                                 steps=4, guidance_scale=7, sampler="euler", seed=1, num_images=1, model_name="test",
+                                 cost=1)
+        name = default_storage.save(f"images/{user.pk}/{job.pk}/0.png", ContentFile(source_png()))
+        image = Image.objects.create(job=job, owner=user, index=0, seed=1, width=SIZE, height=SIZE, file=name,
+                                     thumbnail=name, infotext="x")
+
+    page.goto(f"/canvas/?image={image.pk}")
+    page.locator(f"{EDITOR}[data-loaded]").wait_for()
+    assert page.input_value("textarea[name=prompt]") == "a harbour"
+    page.locator("#cost-quote .cost-quote-warning", has_text="Not enough credits").wait_for()
+    set_range(page, "[data-setting=size]", 40)
+    drag(page, [(80, 80), (170, 170)])
+    painted = page.evaluate(PAINTED)
+    page.click("button:has-text('Generate')")
+    page.locator(f"form[data-refused] {EDITOR}[data-loaded]").wait_for()
+    assert "Not enough credits" in page.locator("div.form-errors").inner_text()
+    page.wait_for_function(f"() => ({PAINTED})() === {painted}")
+    shots(page, "10-desktop-refused-keeps-mask", full_page=False)
+    with orm():
+        assert not Job.objects.filter(mode="inpaint").exists()
+    errors = [error for error in session.console_errors if "status of 402" not in error]  # the refusal itself
+    assert not errors, errors

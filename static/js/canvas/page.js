@@ -96,6 +96,28 @@ function init(form) {
     return response.blob();
   }
 
+  // A refused post (not enough credits, a field to fix) comes back with the same source from my
+  // gallery: the mask painted on it is kept for this tab and painted back, not lost.
+  const keptMaskKey = `studio-canvas-mask:${root.dataset.sourceUrl || ""}`;
+
+  async function keepMask(blob) {
+    if (!root.dataset.sourceUrl || !sourceImage?.value) return;
+    const bytes = new Uint8Array(await blob.arrayBuffer());
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    try { sessionStorage.setItem(keptMaskKey, btoa(text)); } catch { /* too big for the tab's storage: not kept */ }
+  }
+
+  function keptMask() {
+    const base64 = form.hasAttribute("data-refused") ? sessionStorage.getItem(keptMaskKey) : null;
+    sessionStorage.removeItem(keptMaskKey);
+    if (!base64) return null;
+    const text = atob(base64);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    return new Blob([bytes], { type: "image/png" }); // no fetch of a data: URL: the CSP's connect-src is 'self'
+  }
+
   async function loadSource() {
     const url = root.dataset.sourceUrl;
     if (!url) return;
@@ -104,7 +126,9 @@ function init(form) {
       editor.setSource(await pictureFrom(blob));
       // An earlier job's source is not one of my images: it is posted again as an upload.
       if (!sourceImage?.value && sourceInput) setInputFile(sourceInput, blob, "source.png");
-      if (root.dataset.maskUrl) editor.setMask(await pictureFrom(await loadFromUrl(root.dataset.maskUrl)));
+      const kept = keptMask();
+      if (kept) editor.setMask(await pictureFrom(kept));
+      else if (root.dataset.maskUrl) editor.setMask(await pictureFrom(await loadFromUrl(root.dataset.maskUrl)));
       say("");
     } catch {
       say("The picture could not be loaded. Upload it again or reload the page.");
@@ -151,7 +175,9 @@ function init(form) {
     const submitter = event.submitter;
     if (submitter) submitter.disabled = true;
     try {
-      setInputFile(maskInput, await maskPng(editor.layers.mask), "mask.png");
+      const png = await maskPng(editor.layers.mask);
+      setInputFile(maskInput, png, "mask.png");
+      if (png) await keepMask(png);
     } finally {
       if (submitter) submitter.disabled = false;
       exporting = false;
