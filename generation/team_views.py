@@ -44,12 +44,11 @@ def _invitation_link_maker(request: HttpRequest):
 @require_http_methods(["GET", "POST"])
 def team_list(request: HttpRequest) -> HttpResponse:
     """My teams, and the form that starts a new one (I become its owner)."""
-    form = TeamNameForm(request.POST or None)
-    if request.method == "POST":
-        if form.is_valid():
-            team = services.team_create(user=request.user, name=form.cleaned_data["name"])
-            messages.success(request, f"Team “{team.name}” created. Invite people from its page.")
-            return redirect("generation:team_detail", team_id=team.pk)
+    form = TeamNameForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        team = services.team_create(user=request.user, name=form.cleaned_data["name"])
+        messages.success(request, f"Team “{team.name}” created. Invite people from its page.")
+        return redirect("generation:team_detail", team_id=team.pk)
     context = {"teams": account_selectors.team_list_for(request.user), "form": form}
     return render(request, "teams/team_list.html", context, status=400 if form.errors else 200)
 
@@ -115,7 +114,7 @@ def team_settings(request: HttpRequest, team_id) -> HttpResponse:
             team,
             accounts.TeamRuleBroken("Only the team's owner and admins can change its settings."),
         )
-    form = TeamNameForm(request.POST or None, initial={"name": team.name})
+    form = TeamNameForm(request.POST if request.method == "POST" else None, initial={"name": team.name})
     if request.method == "POST" and form.is_valid():
         try:
             team = accounts.team_rename(team=team, actor=request.user, name=form.cleaned_data["name"])

@@ -81,11 +81,12 @@ def test_team_list_page_creates_a_team_and_lists_mine_with_my_role(client):
     page = client.get(reverse("generation:team_list")).content.decode()
     assert "Red Team" in page and "Owner" in page and "1 member" in page
     assert client.post(reverse("generation:team_list"), {"name": "   "}).status_code == 400
+    assert client.post(reverse("generation:team_list"), {}).status_code == 400
     assert client.post(reverse("generation:team_list"), {"name": "x" * 101}).status_code == 400
 
 
 def test_rename_by_admins_only(client):
-    team, owner, (admin, member) = team_with(TeamRole.ADMIN, TeamRole.MEMBER)
+    team, _owner, (admin, member) = team_with(TeamRole.ADMIN, TeamRole.MEMBER)
     url = reverse("generation:team_settings", args=[team.pk])
     client.force_login(admin)
     assert client.post(url, {"name": "Renamed"}).status_code == 302
@@ -99,7 +100,7 @@ def test_rename_by_admins_only(client):
 
 
 def test_every_team_url_is_404_for_a_non_member(client):
-    team, owner, (member,) = team_with(TeamRole.MEMBER)
+    team, _owner, (member,) = team_with(TeamRole.MEMBER)
     client.force_login(make_user())
     invitation = Invitation.objects.create(
         team=team, email="x@example.com", role="member", token_hash="0" * 64, expires_at=timezone.now()
@@ -379,7 +380,7 @@ def test_admins_revoke_and_resend_pending_invitations(client, django_capture_on_
 
 
 def test_invite_page_form_checks_role_email_and_existing_members(client, django_capture_on_commit_callbacks):
-    team, owner, (admin, member) = team_with(TeamRole.ADMIN, TeamRole.MEMBER)
+    team, _owner, (admin, member) = team_with(TeamRole.ADMIN, TeamRole.MEMBER)
     url = reverse("generation:team_invite", args=[team.pk])
     client.force_login(admin)
     assert client.post(url, {"email": "not an email", "role": "member"}).status_code == 400

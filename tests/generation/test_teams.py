@@ -110,7 +110,7 @@ def test_demoting_to_viewer_cancels_but_to_member_only_rechecks_sockets(django_c
 
 
 def test_leaving_cancels_ones_jobs_on_the_team_wallet(django_capture_on_commit_callbacks):
-    team, owner, (member,) = team_with(TeamRole.MEMBER, credits=100)
+    team, _owner, (member,) = team_with(TeamRole.MEMBER, credits=100)
     job = submit(member, team, bill_team=True)
     with events.capture_events() as captured, django_capture_on_commit_callbacks(execute=True):
         services.team_member_leave(team=team, user=member)
@@ -120,7 +120,7 @@ def test_leaving_cancels_ones_jobs_on_the_team_wallet(django_capture_on_commit_c
 
 
 def test_a_refused_removal_cancels_nothing():
-    team, owner, (admin, member) = team_with(TeamRole.ADMIN, TeamRole.MEMBER, credits=100)
+    team, owner, (admin, _member) = team_with(TeamRole.ADMIN, TeamRole.MEMBER, credits=100)
     owners_job = submit(owner, team, bill_team=True)
     with pytest.raises(Exception, match="owner cannot be removed"):
         services.team_member_remove(team=team, actor=admin, user_id=owner.pk)
@@ -272,7 +272,7 @@ def create_post(client, *, htmx: bool = False, **overrides):
 
 
 def test_save_to_offers_my_images_and_teams_where_i_may_create(client):
-    team, owner, (member,) = team_with(TeamRole.MEMBER)
+    team, _owner, (member,) = team_with(TeamRole.MEMBER)
     watched, _, _ = team_with()
     Membership.objects.create(team=watched, user=member, role=TeamRole.VIEWER)
     client.force_login(member)
@@ -284,7 +284,7 @@ def test_save_to_offers_my_images_and_teams_where_i_may_create(client):
 
 
 def test_creating_into_a_team_billed_to_it_is_remembered(client):
-    team, owner, (member,) = team_with(TeamRole.MEMBER, credits=100)
+    team, _owner, (member,) = team_with(TeamRole.MEMBER, credits=100)
     client.force_login(member)
     response = create_post(client, save_to=str(team.pk), bill_team="on")
     assert response.status_code == 302
@@ -307,7 +307,7 @@ def test_creating_into_a_team_billed_to_it_is_remembered(client):
 
 
 def test_save_to_a_team_without_billing_it_pays_from_my_wallet(client):
-    team, owner, (member,) = team_with(TeamRole.MEMBER)
+    team, _owner, (member,) = team_with(TeamRole.MEMBER)
     client.force_login(member)
     assert create_post(client, save_to=str(team.pk)).status_code == 302
     job = Job.objects.get(user=member)
@@ -315,7 +315,7 @@ def test_save_to_a_team_without_billing_it_pays_from_my_wallet(client):
 
 
 def test_bad_destinations_are_form_errors(client):
-    team, owner, (viewer,) = team_with(TeamRole.VIEWER, credits=100)
+    team, _owner, (viewer,) = team_with(TeamRole.VIEWER, credits=100)
     client.force_login(viewer)
     refused = create_post(client, save_to=str(team.pk), bill_team="on")
     assert refused.status_code == 400 and b"only its members can" in refused.content
@@ -343,7 +343,7 @@ def test_an_empty_team_wallet_and_a_member_cap_are_402_with_their_message(client
 def test_a_role_lost_after_the_form_was_drawn_is_403(client, monkeypatch):
     """The form offered the team (its choices are read first); the role changed before job_submit
     checked it. A unit-level fake of that race: the choices still list the team."""
-    team, owner, (member,) = team_with(TeamRole.MEMBER, credits=100)
+    team, _owner, (member,) = team_with(TeamRole.MEMBER, credits=100)
     teams = [team]
     monkeypatch.setattr("generation.selectors.teams_user_can_save_into", lambda user: teams)
     Membership.objects.filter(team=team, user=member).update(role=TeamRole.VIEWER)
