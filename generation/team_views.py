@@ -287,11 +287,14 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
         except accounts.InvitationError as error:
             return _invitation_problem(request, context, error)
         return render(request, "teams/invitation.html", context)
+    already_in = team_permissions.role_of(user=request.user, team_id=found.team_id) is not None
     try:
         accounts.invitation_accept(invitation=found, user=request.user)
     except accounts.InvitationError as error:
         return _invitation_problem(request, context, error)
-    messages.success(request, f"Welcome to {found.team.name}.")
+    messages.success(
+        request, f"You are already in {found.team.name}." if already_in else f"Welcome to {found.team.name}."
+    )
     return redirect("generation:team_detail", team_id=found.team_id)
 
 

@@ -311,6 +311,7 @@ def test_a_link_needs_the_invited_address_verified_on_the_account(client, django
     client.force_login(intruder)
     wrong = client.post(url)
     assert wrong.status_code == 403 and b"signed in as intruder@example.com" in wrong.content
+    assert reverse("account_email").encode() in wrong.content
     assert role(team, intruder) is None
     unverified = make_user(email="invited@example.com")
     EmailAddress.objects.create(user=unverified, email="invited@example.com", verified=False, primary=True)
@@ -413,3 +414,14 @@ def test_a_team_sends_a_limited_number_of_invitations_a_day(client, django_captu
     assert len(mail.outbox) == 2
     Invitation.objects.update(created_at=timezone.now() - timedelta(days=1, seconds=1))
     assert client.post(url, {"email": "n3@example.com", "role": "member"}).status_code == 302
+
+
+def test_a_member_opening_an_invitation_keeps_their_role(client, django_capture_on_commit_callbacks):
+    team, owner, (admin,) = team_with(TeamRole.ADMIN)
+    invitation = Invitation(team=team, email=admin.email, role=TeamRole.VIEWER, invited_by=owner)
+    token = accounts.teams._new_token(invitation)
+    invitation.save()
+    client.force_login(verified(admin))
+    response = client.post(reverse("generation:invitation", args=[token]), follow=True)
+    assert b"You are already in Blue Team" in response.content and role(team, admin) == "admin"
+    assert Invitation.objects.get(pk=invitation.pk).accepted_at is not None
