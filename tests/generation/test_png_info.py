@@ -328,3 +328,13 @@ def test_plain_post_keeps_the_remembered_destination(client_with_credits):
     form = post(client_with_credits, corpus.png_with_text(parameters=corpus.A1111_PARAMETERS), htmx=False).context["form"]
     assert form.initial["save_to"] == str(team.pk) and form.initial["bill_team"] is True
     assert form.initial["steps"] == 28
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("htmx", [True, False], ids=["fragment", "page"])
+def test_the_only_inline_script_is_json_data(client_with_credits, htmx):
+    """CSP: no inline script runs; the fields travel in a JSON script element, which is data."""
+    body = post(client_with_credits, corpus.png_with_text(parameters=corpus.A1111_PARAMETERS), htmx=htmx).content
+    inline = re.findall(rb"<script(?![^>]*\bsrc=)[^>]*>", body, re.IGNORECASE)
+    assert inline == [b'<script id="png-info-fields" type="application/json">']
+    assert not re.search(rb"<[^>]+\s(style|on\w+)=", body, re.IGNORECASE)
