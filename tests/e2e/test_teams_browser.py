@@ -111,6 +111,7 @@ def test_invite_accept_and_change_role(signed_in, shots):
 
     page_c.goto(link)  # single use: the next person is told so
     assert "already been used" in page_c.locator("[data-invitation-problem]").inner_text()
+    shots(page_c, "3b-someone-else-opens-the-used-link")
     with orm():
         assert not Membership.objects.filter(user=stranger).exists()
 
