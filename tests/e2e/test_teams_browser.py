@@ -156,6 +156,9 @@ def test_invite_accept_and_change_role(signed_in, shots):
     page_b.goto(page_b.url.replace("/gallery/", "/"))
     shots(page_b, "6-viewer-team-page-phone")
 
+    page_a.click("nav >> text=Teams")
+    assert page_a.locator(".team-list-item").inner_text().count("Night Shift") == 1
+    shots(page_a, "6b-owner-team-list", full_page=False)
     page_a.set_viewport_size(PHONE)
     page_a.goto(team_url)
     shots(page_a, "7-owner-team-page-phone")
