@@ -121,6 +121,7 @@ def test_the_page_renders_every_field_of_the_canvas_form(client):
     assert "data-mask-editor" in html and 'data-source-url=""' in html
     assert 'hx-params="width,height,steps,num_images"' in html
     assert fields.values.get("width") is None  # the quote's size inputs belong to the quote form
+    assert "data-refused" not in html
 
 
 def test_the_page_has_no_inline_script_style_or_handler(client):
@@ -198,6 +199,7 @@ def test_an_inpaint_without_a_mask_shows_the_error_at_the_editor(client):
     html = response.content.decode()
     mask_error = re.search(r'name="mask"[^>]*>\s*<ul class="errorlist[^"]*"[^>]*>\s*<li>([^<]+)', html)
     assert mask_error and "Paint the area to repaint" in mask_error.group(1)
+    assert re.search(r'<form id="canvas-form"[^>]*data-refused', html)  # page.js paints the kept mask back
     # The page keeps the image it was opened with, so the editor can load it again.
     assert f'data-source-url="{reverse("generation:image_file", args=[image.pk])}"' in html
     assert not Job.objects.filter(mode="inpaint").exists()  # only the image's own job
