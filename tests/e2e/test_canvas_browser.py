@@ -333,3 +333,36 @@ def test_a_refused_post_keeps_the_picture_and_the_mask(signed_in, shots):
         assert not Job.objects.filter(mode="inpaint").exists()
     errors = [error for error in session.console_errors if "status of 402" not in error]  # the refusal itself
     assert not errors, errors
+
+
+def pen_stroke(cdp, start, end, force: float) -> None:
+    """A pen stroke through Chromium's input pipeline (pointerType "pen", with pressure)."""
+    def event(kind, x, y, buttons):
+        cdp.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "buttons": buttons,
+                                              "clickCount": 1, "pointerType": "pen", "force": force})
+    event("mouseMoved", *start, 0)
+    event("mousePressed", *start, 1)
+    for step in range(1, 13):
+        t = step / 12
+        event("mouseMoved", start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t, 1)
+    event("mouseReleased", *end, 0)
+
+
+def test_pen_pressure_sets_the_width_and_the_page_reads_in_the_dark(signed_in, shots, tmp_path):
+    session, page, _ = signed_in(viewport=DESKTOP, color_scheme="dark")
+    source_file = tmp_path / "harbour.png"
+    source_file.write_bytes(source_png())
+    page.goto("/canvas/")
+    page.set_input_files("input[name=source]", str(source_file))
+    page.locator(f"{EDITOR}[data-loaded]").wait_for()
+    set_range(page, "[data-setting=size]", 40)
+    set_range(page, "[data-setting=hardness]", 100)
+    cdp = session.context.new_cdp_session(page)
+    client = [page.evaluate(TO_CLIENT, point) for point in ([40, 60], [216, 60], [40, 190], [216, 190])]
+    pen_stroke(cdp, client[0], client[1], force=1.0)
+    firm = page.evaluate(PAINTED)
+    pen_stroke(cdp, client[2], client[3], force=0.25)
+    light = page.evaluate(PAINTED) - firm
+    assert 0 < light < firm * 0.5  # a quarter of the pressure: a line about a quarter as wide
+    shots(page, "11-desktop-dark-pen-pressure", full_page=False)
+    assert not session.console_errors, session.console_errors
