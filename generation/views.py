@@ -185,8 +185,9 @@ def image_page(request: HttpRequest, image: Image, *, extra: dict | None = None,
                status: int = 200) -> HttpResponse:
     """The image page; `extra` carries a panel's error when a plain form post is answered here."""
     user = request.user
+    may = {"change": permissions.can_change_image(user, image), "delete": permissions.can_delete_image(user, image)}
     context = {
-        "image": image, "job": image.job, "here": request.get_full_path(),
+        "image": image, "job": image.job, "here": request.get_full_path(), "may": may,
         **selectors.image_collections_panel(user, image), **selectors.image_team_panel(user, image),
         **(extra or {}),
     }
