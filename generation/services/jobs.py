@@ -12,9 +12,11 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import permissions as team_permissions
+from accounts.models import Membership
 from billing import selectors as billing_selectors
 from billing import services as billing
-from generation import events, permissions
+from generation import events
 from generation.models import Image, Job, JobNotDeletable, JobState
 from generation.selectors import model_info
 from generation.services import wakeup
@@ -83,6 +85,17 @@ def _lock_user_for_submit(user) -> None:
     list(get_user_model()._base_manager.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk"))
 
 
+def _lock_membership_allowing_submit(user, team) -> None:
+    """Lock the user's membership row and check, under the lock, that its role may create in the
+    team. Removing or demoting the member locks the same row (accounts.services.teams), so it
+    waits for this submit, and its "cancel their team-billed jobs" step then sees this job: a
+    removed member never leaves a job queued on the team's wallet."""
+    role = (Membership.objects.select_for_update(no_key=True).filter(team_id=team.pk, user_id=user.pk)
+            .values_list("role", flat=True).first())
+    if not (user.is_active and team_permissions.can_contribute(role)):
+        raise TeamNotAllowed("You cannot create images in that team.")
+
+
 @transaction.atomic
 def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
                guidance_scale: float, sampler: str, seed: int, num_images: int,
@@ -97,9 +110,9 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
     """
     if bill_team and team is None:
         raise ValueError("bill_team needs a team")
-    if team is not None and not permissions.may_save_into_team(user, team.pk):
-        raise TeamNotAllowed("You cannot create images in that team.")
     _lock_user_for_submit(user)
+    if team is not None:
+        _lock_membership_allowing_submit(user, team)
     active = Job.objects.filter(user=user).active().count()
     if active >= settings.STUDIO_MAX_ACTIVE_JOBS_PER_USER:
         raise TooManyActiveJobs(
