@@ -46,14 +46,17 @@ def load_source(data: bytes) -> Image.Image:
 
 
 def load_mask(data: bytes, size: tuple[int, int]) -> np.ndarray:
-    """A binary mask (1.0 = repaint) of exactly `size`. A mask with an alpha channel counts its
+    """A binary mask (1.0 = repaint) of exactly `size`. A mask with transparency counts its
     painted (opaque) pixels; otherwise its brightness (>= 128) counts."""
     image = _open(data, "mask")
     if image.size != size:
         raise InvalidRequest("mask", f"is {image.width}x{image.height}; it must match the source ({size[0]}x{size[1]})")
+    values = None
     if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        values = np.asarray(image.convert("RGBA"))[..., 3]
-    else:
+        alpha = np.asarray(image.convert("RGBA"))[..., 3]
+        if alpha.min() < 255:  # painted on a transparent layer; an opaque alpha says nothing
+            values = alpha
+    if values is None:
         values = np.asarray(image.convert("L"))
     mask = (values >= 128).astype(np.float32)
     if not mask.any():

@@ -193,7 +193,13 @@ def _upright(im: Image.Image) -> Image.Image:
 
 
 def _has_alpha(im: Image.Image) -> bool:
-    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    """Whether any pixel is at all transparent. An alpha channel that is opaque everywhere (what
+    a browser canvas and many editors export) is dropped: keeping it would make a mask's alpha,
+    not its colours, say what to repaint."""
+    if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info):
+        return False
+    lowest, _ = im.convert("RGBA").getchannel("A").getextrema()
+    return lowest < 255
 
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))

@@ -175,6 +175,14 @@ def test_bad_sources_and_masks_are_refused_with_the_field(engine, source, square
     assert error.value.field == field
 
 
+def test_an_opaque_rgba_mask_is_read_by_its_colours(engine, source, square_mask):
+    """A browser canvas exports RGBA with alpha 255 everywhere: its alpha says nothing."""
+    rgba = square_mask.convert("RGBA")
+    result = engine.generate(inpaint_request(source, square_mask, num_images=1, steps=4, mask=png(rgba)))
+    far = outside(square_mask, 4)
+    assert np.array_equal(decoded(result.images[0])[far], np.asarray(source, dtype=np.float32)[far])
+
+
 def test_a_decompression_bomb_is_refused(engine, square_mask, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 128 * 128 // 4)
     with pytest.raises(InvalidRequest) as error:

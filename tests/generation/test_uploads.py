@@ -266,6 +266,18 @@ def test_alpha_is_kept():
     assert image.getpixel((6, 1))[3] == 0
 
 
+def test_an_opaque_alpha_channel_is_dropped():
+    """What a browser canvas exports: RGBA with every pixel opaque. Kept, its alpha would turn a
+    black-and-white mask into a mask of everything."""
+    picture = Image.new("RGBA", (8, 8), (0, 0, 0, 255))
+    picture.paste((255, 255, 255, 255), (2, 2, 6, 6))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    image = assert_clean(upload_read_image(data=buffer.getvalue()))
+    assert image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (0, 0, 0) and image.getpixel((3, 3)) == (255, 255, 255)
+
+
 def test_html_appended_to_a_png_does_not_survive():
     result = upload_read_image(data=as_upload(corpus.png_with_html_appended()))
     assert_clean(result)
