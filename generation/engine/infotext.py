@@ -23,7 +23,9 @@ from .contracts import SAMPLERS
 NEGATIVE_PREFIX = "Negative prompt:"
 
 # One "Key: value" pair; a value is either JSON-quoted or runs to the next comma (as in A1111).
-_PARAM_RE = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+# A key starts the line or follows a comma: unanchored (as in A1111), a long last line without
+# pairs made the search try a key at every character, quadratic in the line's length.
+_PARAM_RE = re.compile(r'(?:^|(?<=,))\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
 _LABEL_TO_SAMPLER = {label: key for key, label in SAMPLERS.items()}
 

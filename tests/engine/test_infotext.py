@@ -103,3 +103,16 @@ def test_roundtrip(prompt, negative, steps, sampler, cfg, seed, w, h):
     assert fields == {"prompt": prompt, "negative_prompt": negative, "steps": steps, "guidance_scale": cfg,
                       "seed": seed, "sampler": sampler, "width": w, "height": h}
     assert parse_infotext(text)["Model hash"] == "0123456789"
+
+
+def test_a_long_last_line_without_pairs_parses_in_linear_time():
+    """64 KB of prompt on its last line once took minutes (a key was tried at every character);
+    the bound is generous, the old behaviour was three orders of magnitude over it."""
+    import time
+
+    from generation.engine.infotext import parse_infotext
+
+    started = time.perf_counter()
+    parsed = parse_infotext("a cat " * 11_000)
+    assert time.perf_counter() - started < 2.0
+    assert parsed["Prompt"].startswith("a cat")
