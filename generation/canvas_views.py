@@ -70,6 +70,7 @@ def canvas(request: HttpRequest) -> HttpResponse:
                                       canvas=form.canvas)
         except InsufficientCredits as error:
             form.add_error(None, str(error))
+            form.needs_credits = not form.destination()["bill_team"]  # a team's wallet is topped up by its admins
             status = 402
         except services.TooManyActiveJobs as error:
             form.add_error(None, str(error))

@@ -47,10 +47,13 @@ class GalleryForm(forms.Form):
     collection = forms.ChoiceField(required=False, choices=[])
     after = forms.CharField(required=False, max_length=60, widget=forms.HiddenInput)
 
-    def __init__(self, *args, sizes: list[tuple[int, int]], collections=(), **kwargs):
+    def __init__(self, *args, sizes: list[tuple[int, int]], collections=(), favourites: bool = True, **kwargs):
         """`collections`: those this gallery can be filtered by (already checked with
-        Collection.objects.visible_to); none on a collection's own page."""
+        Collection.objects.visible_to); none on a collection's own page. `favourites`: whether
+        the gallery offers "Favourites only" (not a team's: favourites are each owner's marks)."""
         super().__init__(*args, **kwargs)
+        if not favourites:
+            del self.fields["favourites"]
         self.fields["size"].choices = [("", "Any size"), *((f"{w}x{h}", f"{w}×{h}") for w, h in sizes)]
         self.collections = {str(collection.pk): collection for collection in collections}
         self.fields["collection"].choices = [
@@ -98,7 +101,7 @@ class GalleryForm(forms.Form):
             "words": data["q"],
             "sampler": data["sampler"] or None,
             "size": data["size"],
-            "favourites_only": data["favourites"],
+            "favourites_only": data.get("favourites", False),
             "created_from": _start_of_day(data["date_from"]) if data["date_from"] else None,
             "created_before": _start_of_day(data["date_to"] + timedelta(days=1)) if data["date_to"] else None,
             "oldest_first": data["sort"] == "oldest",

@@ -92,6 +92,7 @@ def _team_context(
         "invitations": account_selectors.team_pending_invitations(team_id=team.pk) if manages else [],
         "invite_form": invite_form or (InviteForm(inviter_role=role) if manages else None),
         "can_change_settings": team_permissions.can_change_team_settings(role),
+        "can_open_credits": team_permissions.can_view_team(role),  # members see their usage, admins manage
         "can_leave": not team_permissions.can_transfer_ownership(role),
         "now": timezone.now(),
     }
@@ -318,6 +319,7 @@ def team_gallery(request: HttpRequest, team_id) -> HttpResponse:
         gallery_url=reverse("generation:team_gallery", args=[team.pk]),
         title=f"{team.name} gallery",
         team=team,
+        team_role=role,
         extra=extra,
         template="teams/team_gallery.html",
     )

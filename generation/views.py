@@ -12,6 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget, trigger_client_event
 
+from accounts import permissions as team_permissions
 from billing.services import InsufficientCredits, MemberCapReached
 from generation import permissions, selectors, services, serving
 from generation.engine.contracts import MAX_SEED
@@ -225,13 +226,16 @@ def _gallery_first_page_url(request: HttpRequest, gallery_url: str, form: Galler
 
 
 def gallery_response(request: HttpRequest, *, gallery_url: str, title: str, team=None, collection=None,
-                     extra: dict | None = None, template: str = "generation/gallery.html") -> HttpResponse:
+                     team_role: str | None = None, extra: dict | None = None,
+                     template: str = "generation/gallery.html") -> HttpResponse:
     """One gallery page (my images, a team's, a collection's): filters, a page of tiles, the bulk
-    bar; the htmx partial for "load more". The same queries whatever the number of images."""
+    bar; the htmx partial for "load more". The same queries whatever the number of images.
+    `team_role`: the user's role in `team` (the caller checked it may view the team)."""
     user = request.user
     filter_by = [] if collection is not None else selectors.collections_to_filter_by(user, team=team)
+    # Favourites are their owner's marks: a team gallery offers no such filter.
     form = GalleryForm(request.GET, sizes=selectors.gallery_sizes(user, team=team, collection=collection),
-                       collections=filter_by)
+                       collections=filter_by, favourites=team is None)
     context = {
         "form": form, "images": [], "title": title, "gallery_url": gallery_url, "team": team,
         "show_owner": team is not None or collection is not None, "here": request.get_full_path(),
@@ -251,8 +255,19 @@ def gallery_response(request: HttpRequest, *, gallery_url: str, title: str, team
     if request.htmx:
         return render(request, "generation/_gallery_page.html", context)
     context.update(bulk_collections=list(selectors.collections_user_can_change(user)),
-                   bulk_teams=list(selectors.teams_user_can_save_into(user)))
+                   **_bulk_abilities(user, team, team_role))
     return render(request, template, context)
+
+
+def _bulk_abilities(user, team, team_role: str | None) -> dict:
+    """What the bulk bar offers. In a team gallery a viewer only looks (add to their own
+    collections, download): deleting and sharing into a team are for those who may contribute
+    (their own images; admins any), so the bar does not offer what every image would refuse."""
+    contributes = team is None or team_permissions.can_contribute(team_role)
+    return {
+        "bulk_can_delete": contributes,
+        "bulk_teams": list(selectors.teams_user_can_save_into(user)) if contributes else [],
+    }
 
 
 @login_required

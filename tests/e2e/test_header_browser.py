@@ -39,7 +39,7 @@ MEASURE = """() => {
 
 
 def _signed_in_at(signed_in, viewport, *, staff: bool):
-    session, page, user = signed_in(viewport=viewport)
+    _session, page, user = signed_in(viewport=viewport)
     if staff:
         with orm():
             user.is_staff = True
