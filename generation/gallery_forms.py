@@ -37,6 +37,7 @@ class GalleryForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, label="Search prompts")
     sampler = forms.ChoiceField(required=False, choices=[("", "Any sampler"), *SAMPLERS.items()])
     size = forms.ChoiceField(required=False, choices=[])
+    model = forms.ChoiceField(required=False, choices=[])
     favourites = forms.BooleanField(required=False, label="Favourites only")
     date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(
@@ -47,7 +48,8 @@ class GalleryForm(forms.Form):
     collection = forms.ChoiceField(required=False, choices=[])
     after = forms.CharField(required=False, max_length=60, widget=forms.HiddenInput)
 
-    def __init__(self, *args, sizes: list[tuple[int, int]], collections=(), favourites: bool = True, **kwargs):
+    def __init__(self, *args, sizes: list[tuple[int, int]], models: list[str] = (), collections=(),
+                 favourites: bool = True, **kwargs):
         """`collections`: those this gallery can be filtered by (already checked with
         Collection.objects.visible_to); none on a collection's own page. `favourites`: whether
         the gallery offers "Favourites only" (not a team's: favourites are each owner's marks)."""
@@ -55,6 +57,7 @@ class GalleryForm(forms.Form):
         if not favourites:
             del self.fields["favourites"]
         self.fields["size"].choices = [("", "Any size"), *((f"{w}x{h}", f"{w}×{h}") for w, h in sizes)]
+        self.fields["model"].choices = [("", "Any model"), *((name, name) for name in models)]
         self.collections = {str(collection.pk): collection for collection in collections}
         self.fields["collection"].choices = [
             ("", "Any collection"), *((key, collection.name) for key, collection in self.collections.items())
@@ -101,6 +104,7 @@ class GalleryForm(forms.Form):
             "words": data["q"],
             "sampler": data["sampler"] or None,
             "size": data["size"],
+            "model_name": data["model"] or None,
             "favourites_only": data.get("favourites", False),
             "created_from": _start_of_day(data["date_from"]) if data["date_from"] else None,
             "created_before": _start_of_day(data["date_to"] + timedelta(days=1)) if data["date_to"] else None,

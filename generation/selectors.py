@@ -129,6 +129,12 @@ def gallery_sizes(user, *, team=None, collection=None) -> list[tuple[int, int]]:
     return list(images.order_by("width", "height").values_list("width", "height").distinct())
 
 
+def gallery_models(user, *, team=None, collection=None) -> list[str]:
+    """The model names among a gallery's images (one DISTINCT query): its model filter offers these."""
+    images = gallery_images(user, team=team, collection=collection)
+    return list(images.order_by("job__model_name").values_list("job__model_name", flat=True).distinct())
+
+
 def _prompt_has_all_words(images, words: list[str]):
     """Every word must be in the prompt. PostgreSQL: full-text search, served by the GIN index of
     migration 0003 (same expression); elsewhere a case-insensitive substring test per word."""
@@ -148,7 +154,7 @@ def gallery_page(
     favourites_only: bool = False, created_from: datetime | None = None,
     created_before: datetime | None = None, oldest_first: bool = False,
     after: tuple[datetime, uuid.UUID] | None = None, limit: int = GALLERY_PAGE_SIZE,
-    team=None, collection=None,
+    team=None, collection=None, model_name: str | None = None,
 ) -> tuple[list[Image], tuple[datetime, uuid.UUID] | None]:
     """One page of a user's images and the keyset position of the next page (None at the end).
 
@@ -163,6 +169,8 @@ def gallery_page(
         images = images.filter(job__sampler=sampler)
     if size:
         images = images.filter(width=size[0], height=size[1])
+    if model_name:
+        images = images.filter(job__model_name=model_name)
     if favourites_only:
         images = images.filter(favourite=True)
     if created_from:

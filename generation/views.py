@@ -235,6 +235,7 @@ def gallery_response(request: HttpRequest, *, gallery_url: str, title: str, team
     filter_by = [] if collection is not None else selectors.collections_to_filter_by(user, team=team)
     # Favourites are their owner's marks: a team gallery offers no such filter.
     form = GalleryForm(request.GET, sizes=selectors.gallery_sizes(user, team=team, collection=collection),
+                       models=selectors.gallery_models(user, team=team, collection=collection),
                        collections=filter_by, favourites=team is None)
     context = {
         "form": form, "images": [], "title": title, "gallery_url": gallery_url, "team": team,

@@ -37,7 +37,7 @@ def test_every_member_sees_the_team_credits_link_and_may_open_it(client, role):
 
 
 def _bulk_bar(html: str) -> str:
-    return re.search(r'<form class="bulk-bar.*?</form>', html, re.S).group(0)
+    return re.search(r'<form class="bulk-bar.*?</form>', html, re.DOTALL).group(0)
 
 
 def test_a_viewer_is_offered_no_bulk_delete_or_share_into_a_team(client):
@@ -71,6 +71,30 @@ def test_a_team_gallery_has_no_favourites_filter_and_ignores_one(client):
     # A stale ?favourites=on (the owner's marks mean nothing to the team) filters nothing out.
     assert len(re.findall(r'id="image-[0-9a-f-]{36}"', client.get(url, {"favourites": "on"}).content.decode())) == 2
     assert 'name="favourites"' in client.get(reverse("generation:gallery")).content.decode()
+
+
+# --- 4. The gallery's model filter -----------------------------------------------------------------------
+
+
+def test_the_gallery_filters_by_the_models_of_its_images(client):
+    team, owner, (member,) = team_with(TeamRole.MEMBER)
+    make_team_images(team, [owner, member], 4)  # model "t"
+    Job.objects.filter(images__owner=member).update(model_name="sdxl-turbo")
+    outsider = make_user(credits=100)
+    services.job_submit(user=outsider, **job_params())  # another model name nobody here can see
+    Job.objects.filter(user=outsider).update(model_name="secret-model")
+    client.force_login(owner)
+    url = reverse("generation:team_gallery", args=[team.pk])
+    html = client.get(url).content.decode()
+    options = re.findall(r'<option value="([^"]*)"', re.search(r'<select name="model".*?</select>', html, re.DOTALL)[0])
+    assert options == ["", "sdxl-turbo", "t"] and "secret-model" not in html
+    page = client.get(url, {"model": "sdxl-turbo"})
+    tiles = set(re.findall(r'id="image-([0-9a-f-]{36})"', page.content.decode()))
+    assert tiles == {str(pk) for pk in Image.objects.filter(owner=member).values_list("pk", flat=True)}
+    assert len(tiles) == 2
+    refused = client.get(url, {"model": "secret-model"})
+    assert refused.status_code == 400 and "model: Select a valid choice" in refused.content.decode()
+    assert client.get(reverse("generation:gallery"), {"model": "nope"}).status_code == 400
 
 
 # --- 5. A canvas job's page --------------------------------------------------------------------------
