@@ -93,19 +93,17 @@ class CanvasForm(CreateForm):
             self.add_error(field, str(error))
             return None
 
-    def _source(self, data: dict) -> tuple[bytes, PILImage.Image] | None:
+    def _source(self, data: dict) -> PILImage.Image | None:
+        """The source picture, checked by the upload service (my own images are re-read and
+        re-encoded like any upload), or None with the field's error added."""
         if data.get("source_image") is not None:
             with default_storage.open(data["source_image"].file.name, "rb") as handle:
-                uploaded = upload_read_image(data=handle.read())  # our own PNG: re-encoded like any source
-        elif self.files.get("source") is not None:
+                return load_source(upload_read_image(data=handle.read()).png)
+        if self.files.get("source") is not None:
             png = self._read_upload("source")
-            if png is None:
-                return None
-            return png, load_source(png)
-        else:
-            self.add_error("source", "Choose an image to start from: upload one or open one of yours.")
-            return None
-        return uploaded.png, load_source(uploaded.png)
+            return load_source(png) if png is not None else None
+        self.add_error("source", "Choose an image to start from: upload one or open one of yours.")
+        return None
 
     # -- the size generated ----------------------------------------------------------------------
 
@@ -117,10 +115,9 @@ class CanvasForm(CreateForm):
         data = forms.Form.clean(self)  # the fields alone; CreateForm.clean runs once the size is known
         if self.errors:
             return data
-        source = self._source(data)
-        if source is None:
+        picture = self._source(data)
+        if picture is None:
             return data
-        png, picture = source
         try:
             self._prepare(data, picture)
         except ValidationError as error:

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django_htmx.http import HttpResponseClientRedirect
 
 from billing.services import InsufficientCredits
-from generation import selectors, serving, services
+from generation import selectors, services, serving
 from generation.canvas_forms import CanvasForm
 from generation.models import CANVAS_FIELDS, Image, Job, JobMode
 

@@ -210,8 +210,7 @@ class Canvas:
         if self.crop is None:
             base, mask = self._scaled(frame.size)
             return composite(base, frame, mask)
-        crop_w, crop_h = self.crop.size
-        scale = min(PREVIEW_MAX_SIDE / max(self.source.size), frame.width / crop_w)
+        scale = min(PREVIEW_MAX_SIDE / max(self.source.size), frame.width / self.crop.size[0])
         size = (max(1, round(self.source.width * scale)), max(1, round(self.source.height * scale)))
         base, mask = self._scaled(size)
         box = tuple(round(v * scale) for v in self.crop.box)
