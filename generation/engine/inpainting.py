@@ -64,11 +64,16 @@ def load_mask(data: bytes, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
+def mask_image(mask: np.ndarray) -> Image.Image:
+    """A float mask in [0, 1] as an 8-bit greyscale image (rounded)."""
+    return Image.fromarray((mask * 255).round().astype(np.uint8), "L")
+
+
 def blur_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     """A1111's mask blur: a Gaussian blur of the binary mask (0 keeps the hard edge)."""
     if radius <= 0:
         return mask
-    image = Image.fromarray((mask * 255).astype(np.uint8), "L").filter(ImageFilter.GaussianBlur(radius))
+    image = mask_image(mask).filter(ImageFilter.GaussianBlur(radius))
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
@@ -163,8 +168,7 @@ def outpaint_canvas(source: Image.Image, *, left: int, top: int, right: int, bot
     mask = np.ones((height, width), dtype=np.float32)
     mask[top : top + source.height, left : left + source.width] = 0.0
     canvas = fill_masked(Image.fromarray(extended, "RGB"), mask)
-    mask_image = Image.fromarray((mask * 255).astype(np.uint8), "L")
-    return canvas, mask_image
+    return canvas, mask_image(mask)
 
 
 # --- A request's canvas, ready for the pipeline ------------------------------------------------
@@ -224,7 +228,7 @@ class Canvas:
         """The source and mask at a preview size, made once per size (a big source is not
         resized on every frame)."""
         if size not in self._preview_base:
-            mask = Image.fromarray((self.mask * 255).astype(np.uint8), "L").resize(size, Image.Resampling.BILINEAR)
+            mask = mask_image(self.mask).resize(size, Image.Resampling.BILINEAR)
             self._preview_base[size] = (self.source.resize(size, Image.Resampling.BILINEAR),
                                         np.asarray(mask, dtype=np.float32) / 255.0)
         return self._preview_base[size]
@@ -266,7 +270,7 @@ def prepare_canvas(request: GenerationRequest, *, inpainting_model: bool = False
         work_blurred = _resize_mask(blurred[top:bottom, left:right], size)
     init = fill_masked(work, work_binary) if request.masked_content == "fill" else work
     strength = 1.0 if request.masked_content == "latent_noise" else request.strength
-    work_mask = Image.fromarray((np.maximum(work_blurred, work_binary) * 255).round().astype(np.uint8), "L")
+    work_mask = mask_image(np.maximum(work_blurred, work_binary))
     return Canvas(source=source, init=init, strength=strength, mask=blurred, work_mask=work_mask, crop=crop)
 
 
@@ -282,7 +286,7 @@ def _whole_picture(image: Image.Image, *, strength: float) -> Canvas:
 
 
 def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    image = Image.fromarray((mask * 255).round().astype(np.uint8), "L").resize(size, Image.Resampling.BILINEAR)
+    image = mask_image(mask).resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
