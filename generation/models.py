@@ -23,6 +23,13 @@ class JobState(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+class JobKind(models.TextChoices):
+    """What a job does. Both kinds share the queue, the lease and the credit rules."""
+
+    GENERATE = "generate", "Generate"
+    TRAIN = "train", "Fine-tune"
+
+
 class JobMode(models.TextChoices):
     """What the canvas asked for. Outpainting runs as inpainting on the padded canvas it stored."""
 
@@ -67,6 +74,9 @@ class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED, db_index=True)
+    # A training job keeps its settings in its Training row; `steps` is then its optimisation steps,
+    # `prompt` its instance prompt and `width`/`height` its resolution (what the price reads).
+    kind = models.CharField(max_length=16, choices=JobKind.choices, default=JobKind.GENERATE)
 
     # What to make (plain data, handed to the engine as a GenerationRequest).
     prompt = models.TextField(max_length=1000)
@@ -107,6 +117,9 @@ class Job(models.Model):
         "generation.Image", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived_jobs",
         help_text="The image of the studio this job started from, if any.",
     )
+    # The LoRAs applied, as they were at submit (a LoRA renamed or deleted later does not change
+    # what the job was): [{"id": uuid, "name": str, "sha256": str, "weight": float}, ...].
+    loras = models.JSONField(default=list, blank=True)
 
     # Lease: who runs it and until when. An expired lease means the worker is presumed dead.
     lease_owner = models.CharField(max_length=200, blank=True)
@@ -130,10 +143,12 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["state", "created_at"], name="job_queue_idx"),
             models.Index(fields=["user", "-created_at"], name="job_user_recent_idx"),
+            models.Index(fields=["kind", "state", "created_at"], name="job_kind_queue_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(num_images__gte=1) & Q(num_images__lte=4), name="job_num_images_1_4"),
-            models.CheckConstraint(condition=Q(steps__gte=1) & Q(steps__lte=150), name="job_steps_1_150"),
+            models.CheckConstraint(condition=Q(kind="train") | (Q(steps__gte=1) & Q(steps__lte=150)),
+                                   name="job_steps_1_150"),
             models.CheckConstraint(condition=Q(billed_to_team=False) | Q(team__isnull=False),
                                    name="job_billed_to_team_has_team"),
             models.CheckConstraint(condition=Q(strength__gte=0) & Q(strength__lte=1), name="job_strength_0_1"),
@@ -176,6 +191,10 @@ class Job(models.Model):
             fields.update({name: getattr(self, name) for name in CANVAS_FIELDS},
                           mode=self.engine_mode, init_image=init_image, mask=mask)
         return GenerationRequest(**fields)
+
+    @property
+    def is_training(self) -> bool:
+        return self.kind == JobKind.TRAIN
 
     @property
     def progress_percent(self) -> int:
@@ -383,3 +402,122 @@ class ModerationAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.staff} ({self.created_at:%Y-%m-%d})"
+
+
+# --- Fine-tuning: trainings and the LoRAs they make (docs/fine-tuning.md) -------------------------
+
+class TrainingMethod(models.TextChoices):
+    LORA = "lora", "LoRA"
+    DREAMBOOTH = "dreambooth", "DreamBooth"
+
+
+class Training(models.Model):
+    """The settings and live record of one fine-tuning run. Its Job (kind TRAIN) carries the
+    queue state, lease, cost and progress, the instance prompt (`prompt`), the steps and the
+    resolution (`width` = `height`); this row carries what only a training has."""
+
+    job = models.OneToOneField(Job, primary_key=True, on_delete=models.CASCADE, related_name="training")
+    name = models.CharField(max_length=64, help_text="The LoRA's name: what `<lora:name:0.8>` calls it.")
+    method = models.CharField(max_length=16, choices=TrainingMethod.choices, default=TrainingMethod.LORA)
+    preset = models.CharField(max_length=16, blank=True, help_text="quick | standard | thorough, or blank")
+    rank = models.PositiveSmallIntegerField(default=8)
+    learning_rate = models.FloatField(default=5e-4)
+    train_text_encoder = models.BooleanField(default=False)
+    instance_token = models.CharField(max_length=32, blank=True)
+    class_prompt = models.CharField(max_length=300, blank=True)
+    prior_preservation = models.BooleanField(default=False)
+    num_class_images = models.PositiveSmallIntegerField(default=0)
+    full_finetune = models.BooleanField(default=False)
+    checkpoint_every = models.PositiveIntegerField(default=50)
+    sample_every = models.PositiveIntegerField(default=100)
+    validation_prompts = models.JSONField(default=list, blank=True)
+    validation_seeds = models.JSONField(default=list, blank=True)
+
+    # Written by the worker, fenced by the job's lease.
+    checkpoint_file = models.FileField(max_length=300, blank=True, help_text="The resumable state (safetensors).")
+    checkpoint_lora_file = models.FileField(max_length=300, blank=True, help_text="The LoRA as of the checkpoint.")
+    checkpoint_step = models.PositiveIntegerField(default=0)
+    losses = models.JSONField(default=list, blank=True, help_text="[[step, loss], ...], thinned as it grows.")
+    samples = models.JSONField(default=list, blank=True, help_text='[{"step": n, "files": [name, ...]}, ...]')
+    lora = models.OneToOneField(
+        "generation.LoRA", null=True, blank=True, on_delete=models.SET_NULL, related_name="made_by",
+        help_text="The result (made on success, or from the last checkpoint when cancelled).",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(rank__gte=1) & Q(rank__lte=128), name="training_rank_1_128"),
+        ]
+        permissions = [("train_full_model", "May train a full fine-tune (a private model variant)")]
+
+    def __str__(self) -> str:
+        return f"Training {self.name} ({self.job_id})"
+
+
+class TrainingImage(models.Model):
+    """One picture of a training set with its caption (the file is a re-encoded upload or a copy
+    of a gallery image: deleting the image later does not change the training)."""
+
+    training = models.ForeignKey(Training, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveSmallIntegerField()
+    file = models.FileField(max_length=300)
+    caption = models.CharField(max_length=300)
+    source_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [models.UniqueConstraint(fields=["training", "index"], name="training_image_unique_index")]
+
+
+class LoRAQuerySet(models.QuerySet):
+    def visible_to(self, user) -> LoRAQuerySet:
+        """A user's own LoRAs and those shared with a team of theirs (any role may use them on
+        Create; generation.permissions decides download, rename, share and delete)."""
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        return self.filter(Q(owner=user) | Q(team_id__in=team_ids_of(user)))
+
+
+class LoRASource(models.TextChoices):
+    TRAINED = "trained", "Trained here"
+    IMPORTED = "imported", "Imported"
+
+
+LORA_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class LoRA(models.Model):
+    """A LoRA adapter file (kohya/A1111 `.safetensors`), trained here or imported."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="loras")
+    team = models.ForeignKey(
+        "accounts.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="loras",
+        help_text="Shared with this team: its members use it on Create.",
+    )
+    team_may_download = models.BooleanField(default=False)
+    name = models.CharField(max_length=64, help_text="Letters, digits, _ . - (what `<lora:name:0.8>` calls it).")
+    description = models.CharField(max_length=500, blank=True)
+    source = models.CharField(max_length=16, choices=LoRASource.choices)
+    trigger_words = models.CharField(max_length=200, blank=True, help_text="Words its training taught, e.g. zwx.")
+    file = models.FileField(max_length=300)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    base_family = models.CharField(max_length=32, blank=True, help_text="The model family its keys fit.")
+    base_model_name = models.CharField(max_length=200, blank=True)
+    rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    steps = models.PositiveIntegerField(null=True, blank=True, help_text="Training steps it has (a checkpoint's).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LoRAQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="lora_unique_owner_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def short_hash(self) -> str:
+        return self.sha256[:12]

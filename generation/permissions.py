@@ -119,3 +119,43 @@ def can_revoke_share_link(user, link) -> bool:
 def can_moderate_reports(user) -> bool:
     """See the report queue and act on reports (hide links, delete images, suspend accounts): staff."""
     return bool(getattr(user, "is_authenticated", False) and user.is_active and user.is_staff)
+
+
+# --- Fine-tuning and LoRAs (docs/fine-tuning.md) ------------------------------------------------
+
+FULL_FINETUNE_PERMISSION = "generation.train_full_model"
+
+
+def can_start_training(user) -> bool:
+    """Any active signed-in user trains on their own wallet."""
+    return bool(getattr(user, "is_authenticated", False) and user.is_active)
+
+
+def can_full_finetune(user) -> bool:
+    """A full fine-tune (a private model variant, gigabytes on a real model): only users an admin
+    gave the permission (staff included only if given it too)."""
+    return can_start_training(user) and user.has_perm(FULL_FINETUNE_PERMISSION)
+
+
+def can_use_lora(user, lora) -> bool:
+    """Apply it on Create: its owner; members (not viewers) of the team it is shared with."""
+    return _is(user, lora.owner_id) or _team_allows(user, lora.team_id, team.can_contribute)
+
+
+def can_download_lora(user, lora) -> bool:
+    """Its owner; the team's members only where the owner allowed downloads."""
+    return _is(user, lora.owner_id) or (lora.team_may_download and _team_allows(user, lora.team_id, team.can_contribute))
+
+
+def can_change_lora(user, lora) -> bool:
+    """Rename, describe, share with a team or stop sharing, delete: its owner."""
+    return _is(user, lora.owner_id)
+
+
+def can_remove_lora_from_team(user, lora) -> bool:
+    """Stop sharing it with the team: its owner, or the team's admins."""
+    return lora.team_id is not None and (_is(user, lora.owner_id) or _team_allows(user, lora.team_id, team.can_moderate))
+
+
+def can_share_lora_with_team(user, lora, team_id) -> bool:
+    return _is(user, lora.owner_id) and may_save_into_team(user, team_id)

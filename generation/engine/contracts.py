@@ -38,6 +38,10 @@ MAX_ONLY_MASKED_PADDING = 256
 # A source for "only masked" inpainting may be larger than the model's maximum: only the crop
 # around the mask is generated. Beyond this many pixels a source is refused.
 MAX_SOURCE_PIXELS = 4096 * 4096
+# LoRAs applied to one request (several at once, each with its own weight; A1111 allows any
+# weight, we keep it to a range where results are still pictures).
+MAX_LORAS = 5
+MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
 
 
 class EngineError(Exception):
@@ -55,6 +59,23 @@ class InvalidRequest(EngineError, ValueError):
 
 class ModelError(EngineError):
     """The model folder is missing, incomplete or of an unsupported kind."""
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """One LoRA to apply to a request: a local `.safetensors` file (kohya/A1111 or diffusers keys),
+    its sha256 (the cache key and what the PNG records), and its weight. ``name`` is what the
+    prompt syntax `<lora:name:weight>` and the infotext's "Lora hashes" call it."""
+
+    name: str
+    sha256: str
+    path: str
+    weight: float = 1.0
+
+    @property
+    def short_hash(self) -> str:
+        """A1111's short hash of a LoRA: the first 12 hex digits of the file's sha256."""
+        return self.sha256[:12]
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,7 @@ class GenerationRequest:
     masked_content: str = "original"  # key of MASKED_CONTENT
     only_masked: bool = False  # generate a crop around the mask at width x height, paste it back
     only_masked_padding: int = 32  # pixels of context around the mask's bounding box
+    loras: tuple[LoraRef, ...] = ()  # applied for this request only (never leak into the next)
 
 
 @dataclass(frozen=True)
@@ -186,6 +208,23 @@ def validate_request(request: GenerationRequest, info: ModelInfo) -> None:
     if not _is_int(request.num_images) or not MIN_IMAGES <= request.num_images <= MAX_IMAGES:
         raise InvalidRequest("num_images", f"must be a whole number from {MIN_IMAGES} to {MAX_IMAGES}")
     _check_canvas(request)
+    check_loras(request.loras)
+
+
+def check_loras(loras) -> None:
+    """Count, names and weights; that a file loads and fits the model is the engine's to check."""
+    if not isinstance(loras, tuple) or not all(isinstance(lora, LoraRef) for lora in loras):
+        raise InvalidRequest("loras", "must be a tuple of LoraRef")
+    if len(loras) > MAX_LORAS:
+        raise InvalidRequest("loras", f"at most {MAX_LORAS} LoRAs at once, not {len(loras)}")
+    names = [lora.name for lora in loras]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("loras", "the same LoRA is asked for twice")
+    for lora in loras:
+        weight = lora.weight
+        if not _is_number(weight) or weight != weight or not MIN_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT:
+            raise InvalidRequest("loras", f"the weight of {lora.name} must be a number from "
+                                          f"{MIN_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}")
 
 
 def _check_canvas(request: GenerationRequest) -> None:

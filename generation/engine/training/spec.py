@@ -1,0 +1,150 @@
+"""Plain data that crosses the fine-tuning trainer's boundary, and its validation.
+
+Torch-free on purpose, like ``engine.contracts``: the web process imports this module to validate
+the training form and price a run; only the worker imports the trainer (``finetune.py``).
+
+One trainer serves both methods (docs/fine-tuning.md):
+
+* ``lora``: LoRA adapters on the UNet's attention (and optionally the text encoder), trained on
+  the user's images with their captions.
+* ``dreambooth``: the same, plus an instance prompt with a rare token and prior preservation: the
+  base model first generates ``num_class_images`` images of the class prompt, and every step also
+  learns to keep producing those (weighted by ``prior_loss_weight``). It yields a LoRA by default;
+  ``full_finetune`` trains the whole UNet instead (a private model variant, staff-allowed only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..contracts import InvalidRequest
+
+METHODS: dict[str, str] = {"lora": "LoRA", "dreambooth": "DreamBooth"}
+MIN_IMAGES, MAX_IMAGES = 3, 50
+MIN_RANK, MAX_RANK = 1, 128
+MIN_STEPS, MAX_STEPS = 10, 5000
+MIN_LEARNING_RATE, MAX_LEARNING_RATE = 1e-6, 1e-2
+MAX_CLASS_IMAGES = 200
+MAX_CAPTION_CHARS = 300
+
+# name -> (steps, rank, learning rate): what "quick / standard / thorough" mean. Sized on the demo
+# model (benchmarks/finetune_shape.py); the learning rates are diffusers' LoRA example's range.
+PRESETS: dict[str, dict] = {
+    "quick": {"steps": 150, "rank": 4, "learning_rate": 1e-3},
+    "standard": {"steps": 400, "rank": 8, "learning_rate": 5e-4},
+    "thorough": {"steps": 1000, "rank": 16, "learning_rate": 2e-4},
+}
+
+
+@dataclass(frozen=True)
+class TrainingImage:
+    png: bytes  # checked, re-encoded PNG bytes (the upload service made them)
+    caption: str
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Everything one run needs. The images arrive as bytes; the base model as a local folder."""
+
+    base_model_path: str
+    images: tuple[TrainingImage, ...]
+    method: str = "lora"  # key of METHODS
+    steps: int = 400
+    rank: int = 8
+    alpha: float | None = None  # LoRA alpha; None: equal to the rank (scale 1)
+    learning_rate: float = 5e-4
+    resolution: int = 512  # training images are resized (and centre-cropped) to this square
+    batch_size: int = 1
+    train_text_encoder: bool = False
+    seed: int = 0
+    # DreamBooth
+    instance_prompt: str = ""  # e.g. "a photo of zwx dog"; must contain instance_token
+    instance_token: str = ""  # the rare token, e.g. "zwx"
+    class_prompt: str = ""  # e.g. "a photo of a dog"
+    prior_preservation: bool = True
+    num_class_images: int = 0
+    prior_loss_weight: float = 1.0
+    full_finetune: bool = False
+    # Checkpoints and samples
+    checkpoint_every: int = 50  # steps; 0: only at the end
+    sample_every: int = 100  # steps; 0: no samples
+    validation_prompts: tuple[str, ...] = ()
+    validation_seeds: tuple[int, ...] = (0,)
+    sample_steps: int = 20  # denoising steps of a sample image
+
+
+@dataclass(frozen=True)
+class TrainingUpdate:
+    """Sent to ``on_step`` after every optimisation step."""
+
+    step: int  # steps done, 1-based
+    total_steps: int
+    loss: float
+    learning_rate: float
+    phase: str = "train"  # "class_images" while DreamBooth makes its prior images, then "train"
+    samples: tuple[bytes, ...] = ()  # PNGs of the validation prompts/seeds at this step, if due
+
+
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """A resumable state: everything needed to continue exactly where it stopped (adapter and
+    optimizer tensors, step, random states) in one safetensors blob, plus the LoRA as it stands
+    (kohya/A1111 format), usable on its own if the run never finishes."""
+
+    step: int
+    state: bytes
+    lora: bytes
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    lora: bytes  # the final adapter as a kohya/A1111 `.safetensors` (b"" for a full fine-tune)
+    steps_done: int
+    interrupted: bool  # should_cancel stopped it (the last checkpoint is what the user keeps)
+    losses: tuple[float, ...] = field(default=())
+    model_dir: str = ""  # full fine-tune only: a diffusers folder of the new model variant
+    seconds: float = 0.0
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_spec(spec: TrainingSpec) -> None:
+    """Raise InvalidRequest (``field``, message) for the first problem; nothing is charged then."""
+    if spec.method not in METHODS:
+        raise InvalidRequest("method", f"unknown method {spec.method!r}; one of {', '.join(METHODS)}")
+    count = len(spec.images)
+    if not MIN_IMAGES <= count <= MAX_IMAGES:
+        raise InvalidRequest("images", f"{count} images: a training takes {MIN_IMAGES} to {MAX_IMAGES}")
+    for number, image in enumerate(spec.images, 1):
+        if not isinstance(image.caption, str) or not image.caption.strip():
+            raise InvalidRequest("images", f"image {number} has no caption")
+        if len(image.caption) > MAX_CAPTION_CHARS:
+            raise InvalidRequest("images", f"the caption of image {number} is over {MAX_CAPTION_CHARS} characters")
+    if not _is_int(spec.steps) or not MIN_STEPS <= spec.steps <= MAX_STEPS:
+        raise InvalidRequest("steps", f"must be a whole number from {MIN_STEPS} to {MAX_STEPS}")
+    if not _is_int(spec.rank) or not MIN_RANK <= spec.rank <= MAX_RANK:
+        raise InvalidRequest("rank", f"must be a whole number from {MIN_RANK} to {MAX_RANK}")
+    lr = spec.learning_rate
+    if not isinstance(lr, (int, float)) or lr != lr or not MIN_LEARNING_RATE <= lr <= MAX_LEARNING_RATE:
+        raise InvalidRequest("learning_rate", f"must be from {MIN_LEARNING_RATE:g} to {MAX_LEARNING_RATE:g}")
+    if not _is_int(spec.resolution) or spec.resolution < 64 or spec.resolution % 8:
+        raise InvalidRequest("resolution", "must be a multiple of 8, at least 64")
+    if spec.method == "dreambooth":
+        _validate_dreambooth(spec)
+
+
+def _validate_dreambooth(spec: TrainingSpec) -> None:
+    token = spec.instance_token.strip()
+    if not token or len(token.split()) != 1:
+        raise InvalidRequest("instance_token", "give one rare word, for example zwx")
+    if token not in spec.instance_prompt.split():
+        raise InvalidRequest("instance_prompt", f"must contain the instance token {token!r}")
+    if spec.prior_preservation:
+        if not spec.class_prompt.strip():
+            raise InvalidRequest("class_prompt", "prior preservation needs a class prompt, e.g. 'a photo of a dog'")
+        if token in spec.class_prompt.split():
+            raise InvalidRequest("class_prompt", "must not contain the instance token")
+        if not _is_int(spec.num_class_images) or not 1 <= spec.num_class_images <= MAX_CLASS_IMAGES:
+            raise InvalidRequest("num_class_images", f"must be a whole number from 1 to {MAX_CLASS_IMAGES}")
