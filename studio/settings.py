@@ -353,7 +353,11 @@ ACCOUNT_RATE_LIMITS["share_report"] = os.environ.get("STUDIO_SHARE_REPORTS_RATE"
 # have, and the most pixels (width x height) it may decode to. Checked before any pixel is decoded.
 STUDIO_UPLOAD_MAX_BYTES = int(os.environ.get("STUDIO_UPLOAD_MAX_BYTES", str(20 * 1024 * 1024)))
 STUDIO_UPLOAD_MAX_PIXELS = int(os.environ.get("STUDIO_UPLOAD_MAX_PIXELS", str(4096 * 4096)))
-# Each uploaded file is cut off one byte past STUDIO_UPLOAD_MAX_BYTES before Django stores it
+# A LoRA import (a .safetensors file, field "lora_file"; docs/fine-tuning.md) may be larger than a
+# picture: a rank-128 SD 1.5 LoRA is ~150 MB, an SDXL one more.
+STUDIO_LORA_MAX_BYTES = int(os.environ.get("STUDIO_LORA_MAX_BYTES", str(512 * 1024 * 1024)))
+# Each uploaded file is cut off one byte past STUDIO_UPLOAD_MAX_BYTES (a LoRA import's past
+# STUDIO_LORA_MAX_BYTES) before Django stores it
 # (generation/upload_handlers.py); the upload service refuses it then.
 FILE_UPLOAD_HANDLERS = [
     "generation.upload_handlers.UploadSizeLimitHandler",

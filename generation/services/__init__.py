@@ -123,3 +123,20 @@ __all__ += [
     "report_dismiss", "report_hide_link", "report_suspend_account", "share_link_create", "share_link_revoke",
     "share_links_revoke_all_of",
 ]
+
+# The LoRA library: trained and imported adapters, renamed, shared with a team, deleted
+# (docs/fine-tuning.md).
+from generation.services.loras import (  # noqa: E402
+    LoraRefused,
+    lora_create_from_bytes,
+    lora_delete,
+    lora_import,
+    lora_rename,
+    lora_share_with_team,
+    lora_unshare,
+)
+
+__all__ += [
+    "LoraRefused", "lora_create_from_bytes", "lora_delete", "lora_import", "lora_rename", "lora_share_with_team",
+    "lora_unshare",
+]
