@@ -118,3 +118,63 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"Invitation of {self.email} to {self.team}"
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+class ApiKeyScope(models.TextChoices):
+    GENERATE = "generate", "Generate images"
+    READ_IMAGES = "read_images", "Read images"
+    TRAIN = "train", "Train LoRAs"
+
+
+API_KEY_PREFIX_LENGTH = 16  # "sk_live_" and 8 hex characters: shown on the keys page, the lookup index
+
+
+class ApiKey(models.Model):
+    """A named key for the REST API, of a user or of a team (one of the two, never both).
+
+    The token is `<prefix>_<secret>`: the prefix (`sk_live_` and 8 hex characters) is stored as is,
+    shown on the keys page and used to find the row; of the whole token only a SHA-256 is stored.
+    The secret has 256 bits of entropy, so a plain hash is enough (no slow KDF): a leaked row
+    cannot be turned back into a working key. A revoked key stays for its usage history.
+    """
+
+    owner_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    owner_team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Who made the key (for a team key: the admin).",
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=API_KEY_PREFIX_LENGTH, unique=True)
+    secret_hash = models.CharField(max_length=64, help_text="SHA-256 (hex) of the whole token.")
+    scopes = models.JSONField(default=list, help_text="Any of: generate, read_images, train.")
+    monthly_credit_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many credits a calendar month (UTC); empty: no cap."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(owner_user__isnull=False, owner_team__isnull=True)
+                | models.Q(owner_user__isnull=True, owner_team__isnull=False),
+                name="api_key_has_exactly_one_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or [])

@@ -61,3 +61,8 @@ def can_remove_member(actor_role: str | None, target_role: str) -> bool:
 def can_change_team_settings(role: str | None) -> bool:
     """Rename the team."""
     return _at_least(role, TeamRole.ADMIN)
+
+
+def can_manage_api_keys(role: str | None) -> bool:
+    """Create and revoke the team's API keys and see their usage (a team key spends the team wallet)."""
+    return _at_least(role, TeamRole.ADMIN)

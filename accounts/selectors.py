@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Case, Count, OuterRef, Subquery, Value, When
+import hashlib
+import hmac
 
-from accounts.models import ROLE_RANK, Invitation, Membership, Signup, Team, TeamRole
+from django.db.models import Case, Count, OuterRef, Q, Subquery, Value, When
+
+from accounts.models import API_KEY_PREFIX_LENGTH, ROLE_RANK, ApiKey, Invitation, Membership, Signup, Team, TeamRole
 
 
 def free_credits_due(*, user) -> bool:
@@ -58,4 +61,55 @@ def team_pending_invitations(*, team_id):
     """Invitations not yet accepted or withdrawn (expired ones too: they can be sent again)."""
     return Invitation.objects.filter(team_id=team_id, accepted_at__isnull=True, revoked_at__isnull=True).order_by(
         "-created_at"
+    )
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+API_TOKEN_PREFIX = "sk_live_"
+API_TOKEN_MAX_LENGTH = 200  # a real token has 60 characters; anything much longer is not one
+
+
+def api_token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def api_key_authenticate(token: str) -> ApiKey | None:
+    """The active key this token belongs to, or None (unknown, malformed, revoked, or its owner's
+    account deactivated). One indexed lookup by prefix, then a constant-time hash comparison."""
+    if not isinstance(token, str) or len(token) > API_TOKEN_MAX_LENGTH or not token.startswith(API_TOKEN_PREFIX):
+        return None
+    prefix = token[:API_KEY_PREFIX_LENGTH]
+    key = ApiKey.objects.select_related("owner_user", "owner_team").filter(prefix=prefix).first()
+    if key is None:
+        api_token_hash(token)  # about the same work either way
+        return None
+    if not hmac.compare_digest(key.secret_hash, api_token_hash(token)):
+        return None
+    if key.revoked_at is not None:
+        return None
+    if key.owner_user_id is not None and not key.owner_user.is_active:
+        return None
+    return key
+
+
+def api_keys_of_user(*, user):
+    """The user's own keys (not their teams'), newest first, revoked ones included."""
+    return ApiKey.objects.filter(owner_user_id=user.pk, owner_team__isnull=True).order_by("-created_at", "-id")
+
+
+def api_keys_of_team(*, team_id):
+    return ApiKey.objects.filter(owner_team_id=team_id).select_related("created_by").order_by("-created_at", "-id")
+
+
+def api_key_manageable_by(*, user, key_id) -> ApiKey | None:
+    """The key if this user may see its usage and revoke it (their own key, or a key of a team they
+    administer); None otherwise, so views answer 404."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    admin_teams = team_ids_of(user, min_role=TeamRole.ADMIN)
+    return (
+        ApiKey.objects.select_related("owner_team")
+        .filter(Q(owner_user_id=user.pk) | Q(owner_team_id__in=admin_teams), pk=key_id)
+        .first()
     )

@@ -124,6 +124,14 @@ class LedgerEntry(models.Model):
     payment = models.ForeignKey(
         "billing.Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="ledger_entries"
     )
+    api_key = models.ForeignKey(
+        "accounts.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="On holds: the API key the credits were spent through (per-key caps and usage).",
+    )
     idempotency_key = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
@@ -136,6 +144,7 @@ class LedgerEntry(models.Model):
             models.Index(fields=["wallet", "-created_at"], name="ledger_wallet_recent_idx"),
             models.Index(fields=["kind", "created_at"], name="ledger_kind_day_idx"),
             models.Index(fields=["wallet", "spender", "created_at"], name="ledger_member_usage_idx"),
+            models.Index(fields=["api_key", "kind", "created_at"], name="ledger_api_key_usage_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="ledger_amount_not_negative"),

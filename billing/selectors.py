@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 from django.utils import timezone
 
@@ -324,3 +324,71 @@ def team_usage_by_member_month(*, team_id, user_id: int | None = None, months: i
             )
         )
     return usage
+
+
+# --- API keys: what was spent through each key ---------------------------------------------------
+
+def api_key_used_this_month(*, api_key_id: int, now: dt.datetime | None = None) -> int:
+    """Credits committed through a key this month: what it reserved since the month began, less
+    what those holds gave back (releases, refunds). Open holds count, so a key cannot queue past
+    its cap."""
+    reserves = LedgerEntry.objects.filter(api_key_id=api_key_id, kind=EntryKind.RESERVE, created_at__gte=month_start(now))
+    reserved = reserves.aggregate(total=Sum("amount"))["total"] or 0
+    if not reserved:
+        return 0
+    returned = LedgerEntry.objects.filter(
+        kind__in=[EntryKind.RELEASE, EntryKind.REFUND], subject__in=reserves.values("subject")
+    ).aggregate(total=Sum("amount"))["total"] or 0
+    return reserved - returned
+
+
+@dataclass(frozen=True)
+class KeyUsageDay:
+    day: dt.date
+    charges: int  # holds captured that day
+    spent: int  # credits captured that day, less refunds made that day
+
+
+def api_key_usage_per_day(*, api_key_id: int, days: int = 30, today: dt.date | None = None) -> list[KeyUsageDay]:
+    """Credits charged through a key per UTC day (captures less refunds), oldest first, one row per
+    day including empty days."""
+    today = today or timezone.now().date()
+    start = today - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(start, dt.time.min, tzinfo=dt.timezone.utc)
+    rows = (
+        LedgerEntry.objects.filter(
+            api_key_id=api_key_id, kind__in=[EntryKind.CAPTURE, EntryKind.REFUND], created_at__gte=since
+        )
+        .annotate(day=TruncDate("created_at", tzinfo=dt.timezone.utc))
+        .values("day", "kind")
+        .annotate(total=Sum("amount"), n=Count("id"))
+    )
+    table: dict[dt.date, list[int]] = {}
+    for row in rows:
+        bucket = table.setdefault(row["day"], [0, 0])
+        if row["kind"] == EntryKind.CAPTURE:
+            bucket[0] += row["n"]
+            bucket[1] += row["total"] or 0
+        else:
+            bucket[1] -= row["total"] or 0
+    return [
+        KeyUsageDay(day=day, charges=table.get(day, [0, 0])[0], spent=table.get(day, [0, 0])[1])
+        for day in (start + dt.timedelta(days=i) for i in range(days))
+    ]
+
+
+def api_keys_spent(*, api_key_ids, since: dt.datetime | None = None) -> dict[int, int]:
+    """Credits charged through each key (captures less refunds), since `since` (default: this month)."""
+    since = since or month_start()
+    rows = (
+        LedgerEntry.objects.filter(
+            api_key_id__in=list(api_key_ids), kind__in=[EntryKind.CAPTURE, EntryKind.REFUND], created_at__gte=since
+        )
+        .values("api_key_id", "kind")
+        .annotate(total=Sum("amount"))
+    )
+    spent: dict[int, int] = {}
+    for row in rows:
+        sign = 1 if row["kind"] == EntryKind.CAPTURE else -1
+        spent[row["api_key_id"]] = spent.get(row["api_key_id"], 0) + sign * (row["total"] or 0)
+    return spent

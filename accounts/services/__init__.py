@@ -2,10 +2,12 @@
 
     signups.py  sign-up limits and which sign-ups earn the free credits
     teams.py    teams, memberships and roles, invitations (one owner per team, under a row lock)
+    api_keys.py API keys of users and teams (the token shown once, only its hash stored)
 
 Callers use the package: `from accounts import services; services.team_create(...)`.
 """
 
+from accounts.services.api_keys import ApiKeyRefused, api_key_create, api_key_revoke, api_key_touch
 from accounts.services.signups import (
     GMAIL_DOMAINS,
     SignupLimitReached,
@@ -33,6 +35,10 @@ from accounts.services.teams import (
 )
 
 __all__ = [
+    "ApiKeyRefused",
+    "api_key_create",
+    "api_key_revoke",
+    "api_key_touch",
     "GMAIL_DOMAINS",
     "InvitationError",
     "SignupLimitReached",

@@ -12,6 +12,7 @@ from billing.services.credits import credits_capture, credits_refund, credits_re
 from billing.services.grants import credits_adjust, credits_grant_signup, credits_purchase
 from billing.services.ledger import (
     AlreadyRecorded,
+    ApiKeyCapReached,
     InsufficientCredits,
     MemberCapReached,
     wallet_get_or_create_for_team,
@@ -38,6 +39,7 @@ from billing.subjects import InvalidSubject
 
 __all__ = [
     "AlreadyRecorded",
+    "ApiKeyCapReached",
     "InsufficientCredits",
     "InvalidSubject",
     "MemberCapReached",

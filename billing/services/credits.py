@@ -13,9 +13,10 @@ from __future__ import annotations
 from django.db import transaction
 
 from billing.models import EntryKind, LedgerEntry, MemberCap
-from billing.selectors import member_used_this_month
+from billing.selectors import api_key_used_this_month, member_used_this_month
 from billing.services.ledger import (
     AlreadyRecorded,
+    ApiKeyCapReached,
     MemberCapReached,
     key_exists,
     lock_wallet,
@@ -38,10 +39,25 @@ def _check_member_cap(*, team, user, wallet_id: int, amount: int) -> None:
         raise MemberCapReached(team_name=team.name, cap=cap, used=used, needed=amount)
 
 
+def _check_api_key_cap(*, api_key, amount: int) -> None:
+    """Raise ApiKeyCapReached if `amount` would take the key past its monthly cap. A key spends from
+    one wallet only (its owner's), and callers hold that wallet's row lock."""
+    cap = api_key.monthly_credit_cap
+    if cap is None:
+        return
+    used = api_key_used_this_month(api_key_id=api_key.pk)
+    if used + amount > cap:
+        raise ApiKeyCapReached(key_name=api_key.name, cap=cap, used=used, needed=amount)
+
+
 @transaction.atomic
-def credits_reserve(*, user, subject: str, amount: int, team=None) -> None:
+def credits_reserve(*, user, subject: str, amount: int, team=None, api_key=None) -> None:
     """Move `amount` from available to held, for `subject`: from the user's wallet, or with
     `team`, from the team's wallet on the user's behalf (their monthly cap applies).
+
+    With `api_key` (an accounts.ApiKey) the hold records the key it was spent through, and the
+    key's monthly cap applies too (ApiKeyCapReached, an InsufficientCredits). Which wallet a key
+    may spend from is the caller's question (a user key: its user's; a team key: its team's).
 
     Call it in the transaction that creates the subject (the job): InsufficientCredits (or its
     MemberCapReached) rolls both back. A zero amount records nothing. Calling it twice for one
@@ -60,6 +76,9 @@ def credits_reserve(*, user, subject: str, amount: int, team=None) -> None:
     else:
         wallet = lock_wallet(wallet_get_or_create_for_team(team=team).pk)
         _check_member_cap(team=team, user=user, wallet_id=wallet.pk, amount=amount)
+    if api_key is not None:
+        wallet = lock_wallet(wallet.pk)  # serialises the key's reservations: its cap holds under races
+        _check_api_key_cap(api_key=api_key, amount=amount)
     move(
         wallet_id=wallet.pk,
         kind=EntryKind.RESERVE,
@@ -70,6 +89,7 @@ def credits_reserve(*, user, subject: str, amount: int, team=None) -> None:
         reason="Reserved",
         subject=subject,
         spender_id=user.pk if team is not None else None,
+        api_key_id=api_key.pk if api_key is not None else None,
     )
 
 
@@ -114,6 +134,7 @@ def credits_capture(*, subject: str, amount: int) -> None:
             reason="Spent",
             subject=subject,
             spender_id=reserve.spender_id,
+            api_key_id=reserve.api_key_id,
         )
     rest = reserve.amount - amount
     if rest or not amount:
@@ -128,6 +149,7 @@ def credits_capture(*, subject: str, amount: int) -> None:
             reason="Not produced: released" if amount else "Nothing produced: released",
             subject=subject,
             spender_id=reserve.spender_id,
+            api_key_id=reserve.api_key_id,
         )
 
 
@@ -151,6 +173,7 @@ def credits_release(*, subject: str, reason: str) -> None:
         reason=reason or "Released",
         subject=subject,
         spender_id=reserve.spender_id,
+        api_key_id=reserve.api_key_id,
     )
 
 
@@ -178,4 +201,5 @@ def credits_refund(*, subject: str, actor, reason: str) -> LedgerEntry:
         reason=reason.strip(),
         subject=subject,
         spender_id=capture.spender_id,
+        api_key_id=capture.api_key_id,
     )

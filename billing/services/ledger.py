@@ -50,6 +50,19 @@ class MemberCapReached(InsufficientCredits):
         self.needed, self.available = needed, max(cap - used, 0)
 
 
+class ApiKeyCapReached(InsufficientCredits):
+    """The API key's monthly credit cap would be exceeded. The message is fit to show."""
+
+    def __init__(self, *, key_name: str, cap: int, used: int, needed: int):
+        self.cap, self.used = cap, used
+        Exception.__init__(
+            self,
+            f"This needs {needed} credits, but the API key {key_name!r} may spend {cap} a month and has "
+            f"used {used} this month. Raise its cap on the API keys page, or use another key.",
+        )
+        self.needed, self.available = needed, max(cap - used, 0)
+
+
 class AlreadyRecorded(Exception):
     """A movement with this idempotency key exists already (raised only where that is an error)."""
 
@@ -81,6 +94,7 @@ def move(
     subject: str = "",
     payment: Payment | None = None,
     spender_id: int | None = None,
+    api_key_id: int | None = None,
 ) -> LedgerEntry:
     """Apply one movement: conditional UPDATE of the cached balances, then the ledger entry.
 
@@ -119,6 +133,7 @@ def move(
                 subject=subject,
                 payment=payment,
                 spender_id=spender_id,
+                api_key_id=api_key_id,
                 idempotency_key=idempotency_key,
             )
     except IntegrityError as exc:
