@@ -35,6 +35,9 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle", "star", "heart", "ring", "cross")
+# Shapes the renderer can draw but the shipped model never saw: fine-tuning teaches them
+# (benchmarks/finetune_shape.py). Never sampled by ``sample_scene``; not in ``vocabulary()``.
+NEW_SHAPES = ("hexagon", "crescent")
 # name -> (column, row) in a 3x3 grid; also used by the judge.
 POSITIONS: dict[str, tuple[int, int]] = {
     "top left": (0, 0),
@@ -232,6 +235,12 @@ def draw_object(draw: ImageDraw.ImageDraw, o: Obj, scale: float, fill) -> None:
         draw.polygon(_star(cx, cy, r * 1.08, o.angle), fill=fill)
     elif o.shape == "heart":
         draw.polygon(_heart(cx, cy, r, o.angle), fill=fill)
+    elif o.shape == "hexagon":
+        pts = [(cx + r * math.cos(math.radians(60 * k)), cy + r * math.sin(math.radians(60 * k)))
+               for k in range(6)]
+        draw.polygon(_rotate(pts, cx, cy, o.angle), fill=fill)
+    elif o.shape == "crescent":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)  # bite cut in object_mask
     elif o.shape == "cross":
         w = r * 0.36
         arms = [(-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w), (w, r), (-w, r), (-w, w),
@@ -250,6 +259,12 @@ def object_mask(o: Obj, size: int = SIZE) -> Image.Image:
     if o.shape == "ring":
         cx, cy, ri = o.cx * scale, o.cy * scale, SIZES[o.size] * scale * 0.55
         d.ellipse((cx - ri, cy - ri, cx + ri, cy + ri), fill=0)
+    elif o.shape == "crescent":  # a disc with an offset disc bitten out (opening to the right)
+        r = SIZES[o.size] * scale
+        a = math.radians(o.angle)
+        bx, by = o.cx * scale + 0.45 * r * math.cos(a), o.cy * scale + 0.45 * r * math.sin(a)
+        rb = 0.8 * r
+        d.ellipse((bx - rb, by - rb, bx + rb, by + rb), fill=0)
     return big.resize((size, size), Image.Resampling.BOX)
 
 
@@ -308,3 +323,63 @@ def vocabulary() -> list[str]:
         for p in phrases:
             words |= set(p.split())
     return sorted(words)
+
+
+# ----------------------------------------------------------------------------- new shapes
+#
+# Teaching the shipped model a shape it never saw (docs/fine-tuning.md): a few training scenes of
+# one new shape, captioned with a rare token in place of the shape word, and held-out scenes whose
+# object colours, backgrounds and positions the training scenes never had. Nothing above changes:
+# ``sample_scene`` never draws a new shape, so the shipped dataset is the same as before.
+
+# Object colours, backgrounds and positions of the training scenes, and the disjoint ones of the
+# held-out scenes. A held-out object colour may have been a training background and the other way
+# round, but no held-out scene repeats a training scene's object colour, background or position.
+NEW_SHAPE_TRAIN_SPLIT = {
+    "colours": ("red", "yellow", "green", "white", "blue"),
+    "backgrounds": ("black", "gray", "purple", "pink", "orange"),
+    "positions": ("centre", "left", "right", "top", "bottom"),
+}
+NEW_SHAPE_TEST_SPLIT = {
+    "colours": ("orange", "purple", "pink", "gray", "black"),
+    "backgrounds": ("red", "yellow", "green", "white", "blue"),
+    "positions": ("top left", "top right", "bottom left", "bottom right"),
+}
+
+
+def token_caption(obj: Obj, background: str | None, token: str) -> str:
+    """The canonical caption of a one-object scene with ``token`` for the shape word:
+    'a large red zwx in the top left on a blue background'."""
+    return canonical_caption([Obj(token, obj.colour, obj.size, obj.position)], background)
+
+
+def _new_shape_scenes(shape: str, n: int, seed: int, token: str, split: dict) -> list[Scene]:
+    if shape not in NEW_SHAPES and shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}")
+    rng = random.Random(seed)
+    out: list[Scene] = []
+    seen: set[str] = set()
+    while len(out) < n:
+        background = rng.choice(split["backgrounds"])
+        colour = rng.choice([c for c in split["colours"] if c != background])
+        size = rng.choice(("small", "medium", "large"))
+        position = rng.choice(split["positions"])
+        cx, cy = _place(rng, position, SIZES[size])
+        o = Obj(shape, colour, size, position, cx, cy, rng.uniform(-8, 8))
+        caption = token_caption(o, background, token)
+        if caption in seen and len(seen) < 4 * n:  # prefer distinct captions
+            continue
+        seen.add(caption)
+        out.append(Scene((o,), background, caption, True))
+    return out
+
+
+def new_shape_training_scenes(shape: str, n: int, *, token: str = "zwx", seed: int = 0) -> list[Scene]:
+    """``n`` one-object scenes of ``shape`` (from NEW_SHAPE_TRAIN_SPLIT), captioned with ``token``."""
+    return _new_shape_scenes(shape, n, seed, token, NEW_SHAPE_TRAIN_SPLIT)
+
+
+def new_shape_test_scenes(shape: str, n: int, *, token: str = "zwx", seed: int = 1) -> list[Scene]:
+    """``n`` held-out scenes of ``shape``: object colours, backgrounds and positions from
+    NEW_SHAPE_TEST_SPLIT, none of which a training scene had. Captions use ``token``."""
+    return _new_shape_scenes(shape, n, seed + 7919, token, NEW_SHAPE_TEST_SPLIT)

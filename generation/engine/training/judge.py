@@ -14,6 +14,11 @@ to its bounding box, 32x32). It is trained on masks drawn by the renderer
 (``dataset.object_mask``) with blur/threshold/noise augmentation, never on
 model outputs. ``python -m generation.engine.training.judge`` retrains it and
 reports the whole judge's accuracy on fresh renders.
+
+The extended judge (``extended=True``) knows ``EXT_SHAPES``: the shipped shapes plus the
+renderer's ``NEW_SHAPES`` that fine-tuning teaches the demo model (benchmarks/finetune_shape.py).
+Its CNN is a separate file, ``judge_shape_ext.safetensors`` (``--extended`` retrains it), so the
+original judge and every number measured with it stay as they were.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import dataset
-from .dataset import COLOURS, PALETTE, POSITIONS, SHAPES, SIZE, Obj, Scene
+from .dataset import COLOURS, NEW_SHAPES, PALETTE, POSITIONS, SHAPES, SIZE, Obj, Scene
 
 WEIGHTS = Path(__file__).with_name("judge_shape.safetensors")
+EXT_SHAPES = SHAPES + NEW_SHAPES
+WEIGHTS_EXT = Path(__file__).with_name("judge_shape_ext.safetensors")
 MIN_PIXELS = 40
 MAX_PALETTE_DIST = 70.0  # RGB euclidean distance to the nearest palette colour
 CROP = 32
@@ -44,13 +51,13 @@ _CELL = {v: k for k, v in POSITIONS.items()}
 
 
 class ShapeNet(nn.Module):
-    def __init__(self):
+    def __init__(self, n_classes: int = len(SHAPES)):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 16
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 4
-            nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(), nn.Linear(128, len(SHAPES)),
+            nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(), nn.Linear(128, n_classes),
         )
 
     def forward(self, x):
@@ -73,11 +80,11 @@ def crop_mask(mask: np.ndarray) -> np.ndarray:
     return F.grid_sample(t, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0].numpy()
 
 
-def _random_training_mask(rng: random.Random) -> tuple[np.ndarray, int]:
-    shape = rng.randrange(len(SHAPES))
+def _random_training_mask(rng: random.Random, shapes: tuple[str, ...] = SHAPES) -> tuple[np.ndarray, int]:
+    shape = rng.randrange(len(shapes))
     size = rng.choice(("small", "medium", "large"))
     r = dataset.SIZES[size]
-    o = Obj(SHAPES[shape], "white", size, None, rng.uniform(r + 1, SIZE - r - 1),
+    o = Obj(shapes[shape], "white", size, None, rng.uniform(r + 1, SIZE - r - 1),
             rng.uniform(r + 1, SIZE - r - 1), rng.uniform(-12, 12))
     m = np.asarray(dataset.object_mask(o), dtype=np.float32) / 255.0
     # augment: blur, then a random threshold (fatter/thinner), then flipped pixels
@@ -96,13 +103,14 @@ def _random_training_mask(rng: random.Random) -> tuple[np.ndarray, int]:
     return crop_mask(m), shape
 
 
-def train_shape_net(steps: int = 2500, seed: int = 0, n_masks: int = 12000) -> ShapeNet:
+def train_shape_net(steps: int = 2500, seed: int = 0, n_masks: int = 12000,
+                    shapes: tuple[str, ...] = SHAPES) -> ShapeNet:
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    data = [_random_training_mask(rng) for _ in range(n_masks)]
+    data = [_random_training_mask(rng, shapes) for _ in range(n_masks)]
     x = torch.from_numpy(np.stack([d[0] for d in data]))[:, None]
     y = torch.tensor([d[1] for d in data])
-    net = ShapeNet()
+    net = ShapeNet(len(shapes))
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
@@ -116,18 +124,18 @@ def train_shape_net(steps: int = 2500, seed: int = 0, n_masks: int = 12000) -> S
     return net.eval()
 
 
-_NET: ShapeNet | None = None
+_NETS: dict[bool, ShapeNet] = {}
 
 
-def shape_net() -> ShapeNet:
-    global _NET
-    if _NET is None:
+def shape_net(extended: bool = False) -> ShapeNet:
+    """The shape CNN: over SHAPES, or (``extended``) over EXT_SHAPES."""
+    if extended not in _NETS:
         from safetensors.torch import load_file
 
-        net = ShapeNet()
-        net.load_state_dict(load_file(WEIGHTS))
-        _NET = net.eval()
-    return _NET
+        net = ShapeNet(len(EXT_SHAPES) if extended else len(SHAPES))
+        net.load_state_dict(load_file(WEIGHTS_EXT if extended else WEIGHTS))
+        _NETS[extended] = net.eval()
+    return _NETS[extended]
 
 
 # ----------------------------------------------------------------------------- judging
@@ -167,8 +175,10 @@ def _as_array(image) -> np.ndarray:
     return a
 
 
-def judge(image) -> Judgement:
-    """Detect background and objects in one RGB image (PIL or HxWx3 array)."""
+def judge(image, *, extended: bool = False) -> Judgement:
+    """Detect background and objects in one RGB image (PIL or HxWx3 array).
+
+    ``extended``: shapes are named from EXT_SHAPES (the new shapes too) by the extended CNN."""
     a = _as_array(image)
     h, w, _ = a.shape
     d = ((a[:, :, None, :] - _PAL[None, None]) ** 2).sum(-1)  # H W P
@@ -190,8 +200,9 @@ def judge(image) -> Judgement:
         if n >= MIN_PIXELS * (h * w) / (SIZE * SIZE):
             masks.append((n, ci, m))
     masks.sort(key=lambda t: -t[0])
+    names = EXT_SHAPES if extended else SHAPES
     if masks:
-        net = shape_net()
+        net = shape_net(extended)
         batch = torch.from_numpy(np.stack([crop_mask(m) for _, _, m in masks]))[:, None]
         with torch.no_grad():
             probs = net(batch).softmax(-1).numpy()
@@ -200,11 +211,11 @@ def judge(image) -> Judgement:
         cx, cy = xs.mean() * SIZE / w, ys.mean() * SIZE / h
         cell = (min(2, int(cx * 3 // SIZE)), min(2, int(cy * 3 // SIZE)))
         objects.append(Detected(COLOURS[ci], n, float(cx), float(cy), _CELL[cell],
-                                SHAPES[int(p.argmax())], float(p.max())))
+                                names[int(p.argmax())], float(p.max())))
     return Judgement(COLOURS[bg], objects)
 
 
-def score(image, scene: Scene) -> dict[str, bool | None]:
+def score(image, scene: Scene, *, extended: bool = False) -> dict[str, bool | None]:
     """Per-attribute verdicts for one image against the scene its prompt describes.
 
     colour: one object: the largest detected object has the prompted colour; two
@@ -213,8 +224,9 @@ def score(image, scene: Scene) -> dict[str, bool | None]:
     detected object of its colour has that shape / that grid cell (None when the
     prompt gives no position). background: None when the prompt names none.
     two_object: for two-object prompts, colour, shape (and position if given) all right.
+    ``extended``: judge shapes with the extended CNN (scenes of NEW_SHAPES need it).
     """
-    j = judge(image)
+    j = judge(image, extended=extended)
     if len(scene.objects) == 1:
         colour_ok = bool(j.objects) and j.objects[0].colour == scene.objects[0].colour
     else:
@@ -239,7 +251,8 @@ def score(image, scene: Scene) -> dict[str, bool | None]:
     return res
 
 
-def accuracy_on_renders(n: int = 1000, seed: int = 12345, transform=None) -> dict[str, float]:
+def accuracy_on_renders(n: int = 1000, seed: int = 12345, transform=None,
+                        extended: bool = False) -> dict[str, float]:
     """The judge's own accuracy on fresh renderer scenes (never seen in training).
 
     ``transform(image) -> image`` is applied to each render first: with a VAE round trip it
@@ -249,26 +262,44 @@ def accuracy_on_renders(n: int = 1000, seed: int = 12345, transform=None) -> dic
     for _ in range(n):
         s = dataset.sample_scene(rng)
         image = dataset.render(s)
-        for k, v in score(transform(image) if transform else image, s).items():
+        for k, v in score(transform(image) if transform else image, s, extended=extended).items():
             if v is not None:
                 tallies.setdefault(k, []).append(bool(v))
     return {k: float(np.mean(v)) for k, v in tallies.items()} | {"n": n}
+
+
+def new_shape_accuracy_on_renders(n: int = 200, seed: int = 54321, transform=None) -> dict[str, float]:
+    """The extended judge's shape accuracy on ``n`` fresh renders of each new shape (held-out
+    colours, backgrounds and positions, as the fine-tuning benchmark prompts them)."""
+    out: dict[str, float] = {}
+    for shape in NEW_SHAPES:
+        hits = 0
+        for s in dataset.new_shape_test_scenes(shape, n, seed=seed):
+            image = dataset.render(s)
+            det = judge(transform(image) if transform else image, extended=True).find(s.objects[0].colour)
+            hits += det is not None and det.shape == shape
+        out[shape] = hits / n
+    return out | {"n": n}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="train the judge's shape CNN and report its accuracy")
     p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--no-train", action="store_true", help="only report accuracy")
+    p.add_argument("--extended", action="store_true",
+                   help="the extended CNN (EXT_SHAPES, judge_shape_ext.safetensors) instead")
     p.add_argument("--n", type=int, default=1000, help="fresh renders for the accuracy report")
     args = p.parse_args(argv)
     if not args.no_train:
         from safetensors.torch import save_file
 
-        net = train_shape_net(args.steps)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, WEIGHTS)
-        global _NET
-        _NET = None
-    print(json.dumps(accuracy_on_renders(args.n), indent=1))
+        net = train_shape_net(args.steps, shapes=EXT_SHAPES if args.extended else SHAPES)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+                  WEIGHTS_EXT if args.extended else WEIGHTS)
+        _NETS.clear()
+    print(json.dumps(accuracy_on_renders(args.n, extended=args.extended), indent=1))
+    if args.extended:
+        print(json.dumps(new_shape_accuracy_on_renders(args.n // 5), indent=1))
 
 
 if __name__ == "__main__":
