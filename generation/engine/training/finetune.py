@@ -33,6 +33,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..contracts import InvalidRequest, ModelError
 from ..loading import dtype_kwarg, quiet_progress
+from ..lora_format import kohya_from_peft
 from . import diffusion
 from .spec import TrainingCheckpoint, TrainingResult, TrainingSpec, TrainingUpdate, validate_spec
 
@@ -488,7 +489,7 @@ class _Run:
         self.step = int(meta["step"])
 
     def lora_bytes(self) -> bytes:
-        """The adapter as a ``.safetensors`` (b"" for a full fine-tune)."""
+        """The adapter as a kohya/A1111 ``.safetensors`` (b"" for a full fine-tune)."""
         if self.full:
             return b""
         from peft.utils import get_peft_model_state_dict
@@ -499,7 +500,7 @@ class _Run:
         if self.spec.train_text_encoder:
             text_state = {k: v.detach().to("cpu", torch.float32).contiguous()
                           for k, v in get_peft_model_state_dict(self.text_encoder).items()}
-        return _lora_file(unet_state, text_state, alpha=self.alpha, metadata=self._lora_metadata())
+        return kohya_from_peft(unet_state, text_state, alpha=self.alpha, metadata=self._lora_metadata())
 
     def _lora_metadata(self) -> dict[str, str]:
         spec = self.spec
@@ -508,7 +509,8 @@ class _Run:
             "ss_network_alpha": f"{self.alpha:g}", "ss_steps": str(self.step),
             "ss_resolution": f"({spec.resolution}, {spec.resolution})",
             "ss_learning_rate": f"{spec.learning_rate:g}", "ss_num_train_images": str(len(spec.images)),
-            "ss_base_model_version": "", "studio_method": spec.method,
+            "studio_base_family": "sd2" if self.unet.config.cross_attention_dim == 1024 else "sd1",
+            "studio_method": spec.method,
             "studio_train_text_encoder": str(spec.train_text_encoder).lower(),
             "studio_instance_token": spec.instance_token,
         }
@@ -538,19 +540,6 @@ class _Run:
         if self.spec.train_text_encoder:
             self.text_encoder.save_pretrained(out / "text_encoder")
         return str(out)
-
-
-def _lora_file(unet_state: dict, text_encoder_state: dict, *, alpha: float, metadata: dict) -> bytes:
-    """diffusers' LoRA layout (``unet.``/``text_encoder.`` keys, as save_lora_weights writes).
-    To become lora_format.kohya_from_peft (the A1111/ComfyUI kohya layout) when that lands."""
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from safetensors.torch import save
-
-    tensors = {f"unet.{k}": v for k, v in convert_state_dict_to_diffusers(unet_state).items()}
-    if text_encoder_state:
-        tensors.update({f"text_encoder.{k}": v
-                        for k, v in convert_state_dict_to_diffusers(text_encoder_state).items()})
-    return save(tensors, metadata={**metadata, "format": "pt"})
 
 
 __all__ = ["Trainer", "read_state", "spec_fingerprint", "training_dtype", "load_image"]
