@@ -31,9 +31,9 @@ from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 
 from accounts.selectors import teams_of
-from generation import permissions, selectors
+from generation import permissions, selectors, training_selectors
 from generation.events import job_group, team_gallery_group, user_gallery_group, user_group
-from generation.models import Image, Job
+from generation.models import Image, Job, JobKind
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,27 @@ def _job_for(user, job_id) -> Job:
 @database_sync_to_async
 def _render_state(user, job_id) -> str:
     job = selectors.job_for_user(user, job_id)
+    if job.kind == JobKind.TRAIN:
+        job = training_selectors.training_for_user(user, job_id)
+        return render_to_string("generation/_training_oob.html", training_selectors.training_context(job, user))
     return render_to_string("generation/_job_oob.html", selectors.job_context(job))
+
+
+@lru_cache(maxsize=64)
+def render_training_progress(job_id: str, step: int, total_steps: int, loss: float | None, eta: float | None,
+                             phase: str) -> str:
+    """One training step's fragment (progress, and a point of the loss curve), shared by every
+    socket of this process that watches the training; no database."""
+    context = {"job_id": job_id, "step": step, "total_steps": total_steps, "loss": loss, "eta": eta,
+               "phase": phase, "loss_text": "" if loss is None else repr(float(loss))}
+    return render_to_string("generation/_training_progress_oob.html", context)
+
+
+@database_sync_to_async
+def _render_samples(user, job_id) -> str:
+    job = training_selectors.training_for_user(user, job_id)
+    context = {**training_selectors.training_context(job, user), "oob": True}
+    return render_to_string("generation/_training_samples.html", context)
 
 
 @database_sync_to_async
@@ -142,6 +162,24 @@ class JobConsumer(AccessCheckedConsumer):
     async def job_progress(self, event):
         html = render_progress(str(event["job_id"]), event["step"], event["total_steps"], event["elapsed"],
                                event.get("preview"))
+        await self.send_html(html)
+
+    # A training (docs/fine-tuning.md): its steps with the loss, and new sample images.
+
+    async def training_progress(self, event):
+        loss = event.get("loss")
+        eta = event.get("eta")
+        html = render_training_progress(str(event["job_id"]), event["step"], event["total_steps"],
+                                        None if loss is None else float(loss), None if eta is None else float(eta),
+                                        event.get("phase") or "train")
+        await self.send_html(html)
+
+    async def training_samples(self, event):
+        try:
+            html = await _render_samples(self.scope["user"], self.job.pk)
+        except Job.DoesNotExist:
+            await self.close(code=4404)
+            return
         await self.send_html(html)
 
 

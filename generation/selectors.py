@@ -16,7 +16,7 @@ from accounts.selectors import teams_of
 from generation import permissions
 from generation.engine.contracts import ModelInfo
 from generation.engine.model_info import read_model_info
-from generation.models import Collection, CollectionItem, Image, Job, JobState
+from generation.models import Collection, CollectionItem, Image, Job, JobKind, JobState
 
 SHIPPED_MODEL_DIR = Path(settings.BASE_DIR) / "generation" / "engine" / "weights" / "studio-tiny"
 
@@ -46,8 +46,10 @@ def _images_in_order() -> Prefetch:
 
 
 def jobs_for_user(user, *, limit: int = 12):
-    """The user's own recent jobs (their history; teammates' jobs are in the team gallery)."""
-    return Job.objects.visible_to(user).filter(user=user).prefetch_related(_images_in_order())[:limit]
+    """The user's own recent image jobs (their history; teammates' jobs are in the team gallery;
+    trainings have their own list)."""
+    jobs = Job.objects.visible_to(user).filter(user=user, kind=JobKind.GENERATE)
+    return jobs.prefetch_related(_images_in_order())[:limit]
 
 
 def job_for_user(user, job_id) -> Job:

@@ -94,3 +94,29 @@ from generation import png_info_views  # noqa: E402
 urlpatterns += [
     path("create/png-info/", png_info_views.png_info, name="png_info"),
 ]
+
+# Fine-tuning: trainings, a new one in two steps, its live page; the LoRA library (docs/fine-tuning.md).
+from generation import lora_views, training_views  # noqa: E402
+
+urlpatterns += [
+    path("trainings/", training_views.trainings, name="trainings"),
+    path("trainings/new/", training_views.training_new, name="training_new"),
+    path("trainings/new/settings/", training_views.training_settings, name="training_settings"),
+    path("trainings/new/pictures/<int:index>.png", training_views.training_draft_image,
+         name="training_draft_image"),
+    path("trainings/new/quote/", training_views.training_quote, name="training_quote"),
+    path("trainings/<uuid:job_id>/", training_views.training_detail, name="training_detail"),
+    path("trainings/<uuid:job_id>/panel/", training_views.training_panel, name="training_panel"),
+    path("trainings/<uuid:job_id>/cancel/", training_views.training_cancel, name="training_cancel"),
+    path("trainings/<uuid:job_id>/samples/<int:step>/<int:index>.png", training_views.training_sample,
+         name="training_sample"),
+    path("trainings/<uuid:job_id>/pictures/<int:index>.png", training_views.training_image, name="training_image"),
+    path("loras/", lora_views.loras, name="loras"),
+    path("loras/import/", lora_views.lora_import, name="lora_import"),
+    path("loras/<uuid:lora_id>/", lora_views.lora_detail, name="lora_detail"),
+    path("loras/<uuid:lora_id>/download/", lora_views.lora_download, name="lora_download"),
+    path("loras/<uuid:lora_id>/rename/", lora_views.lora_rename, name="lora_rename"),
+    path("loras/<uuid:lora_id>/share/", lora_views.lora_share, name="lora_share"),
+    path("loras/<uuid:lora_id>/unshare/", lora_views.lora_unshare, name="lora_unshare"),
+    path("loras/<uuid:lora_id>/delete/", lora_views.lora_delete, name="lora_delete"),
+]

@@ -154,7 +154,10 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_detail(request: HttpRequest, job_id) -> HttpResponse:
-    return render(request, "generation/job_detail.html", selectors.job_context(_get_job(request, job_id)))
+    job = _get_job(request, job_id)
+    if job.is_training:  # a training has its own page (docs/fine-tuning.md)
+        return redirect("generation:training_detail", job_id=job.pk)
+    return render(request, "generation/job_detail.html", selectors.job_context(job))
 
 
 @login_required

@@ -10,9 +10,15 @@ from django.core.files.storage import default_storage
 from accounts.models import Membership, TeamRole
 from generation import permissions, services
 from generation.models import Job, LoRA, LoRASource
-from tests.factories import make_user, submit_job
+from tests.factories import make_user as _make_user
+from tests.factories import submit_job
 
 pytestmark = [pytest.mark.django_db]
+
+
+def make_user(**kwargs):
+    """A user without a password (hashing one costs most of a test here; force_login needs none)."""
+    return _make_user(password=None, **kwargs)
 
 DATA = b"not really a lora, but bytes to store"
 
