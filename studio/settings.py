@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "accounts",
     "billing",
     "generation",
+    "ninja",  # django-ninja: its Swagger UI and Redoc files from static files, never a CDN
 ]
 
 MIDDLEWARE = [
@@ -364,3 +365,17 @@ FILE_UPLOAD_HANDLERS = [
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
+
+# --- The REST API (studio/api.py, docs/api.md) ------------------------------------------------
+# API keys: at most this many active keys per user and per team.
+STUDIO_API_KEYS_MAX = int(os.environ.get("STUDIO_API_KEYS_MAX", "20"))
+# Rate limits per key, counted in the shared cache (fail-open: without Redis they lapse): a short
+# burst window and a long sustained one, each "requests per seconds". 0 requests: that limit is off.
+STUDIO_API_RATE_BURST = (
+    int(os.environ.get("STUDIO_API_RATE_BURST", "20")),
+    int(os.environ.get("STUDIO_API_RATE_BURST_SECONDS", "10")),
+)
+STUDIO_API_RATE_SUSTAINED = (
+    int(os.environ.get("STUDIO_API_RATE_SUSTAINED", "1000")),
+    int(os.environ.get("STUDIO_API_RATE_SUSTAINED_SECONDS", "3600")),
+)

@@ -1,0 +1,48 @@
+"""The API's generation endpoints (studio/api.py mounts `router`). Read-only for now: the model
+that serves and the samplers; generations, images and the A1111 dialect come next (docs/api.md)."""
+
+from __future__ import annotations
+
+from ninja import Field, Router, Schema
+
+from accounts.api import problems
+from generation.engine.contracts import SAMPLERS
+from generation.selectors import model_info
+
+router = Router(tags=["models"])
+
+
+class ModelOut(Schema):
+    name: str
+    hash: str = Field(description="A1111's short hash: the first 10 hex digits of a SHA-256 over the weights.")
+    family: str = Field(description="sd1, sd2, sdxl, or the model's own family name.")
+    native_width: int
+    native_height: int
+    max_width: int
+    max_height: int
+    default_steps: int
+    default_guidance_scale: float
+    default_sampler: str
+
+
+class SamplerOut(Schema):
+    name: str = Field(description="The value to send as `sampler`.")
+    label: str = Field(description="A1111's name for it (as in the PNG parameters).")
+
+
+@router.get("/models", response={200: list[ModelOut], **problems()}, summary="The models this studio serves")
+def models(request):
+    info = model_info()
+    return [
+        ModelOut(
+            name=info.name, hash=info.hash, family=info.family, native_width=info.native_width,
+            native_height=info.native_height, max_width=info.max_width, max_height=info.max_height,
+            default_steps=info.default_steps, default_guidance_scale=info.default_guidance_scale,
+            default_sampler=info.default_sampler,
+        )
+    ]
+
+
+@router.get("/samplers", response={200: list[SamplerOut], **problems()}, summary="The samplers a generation may use")
+def samplers(request):
+    return [SamplerOut(name=name, label=label) for name, label in SAMPLERS.items()]
