@@ -20,9 +20,10 @@ from .contracts import (
     StepUpdate,
     validate_request,
 )
-from .infotext import format_infotext
+from .infotext import LORA_HASHES_KEY, format_infotext, format_lora_hashes
 from .inpainting import Canvas, prepare_canvas
 from .loading import dtype_kwarg, quiet_progress
+from .lora import LoraSet
 from .model_info import read_model_info
 from .pngmeta import encode_png
 from .previews import (
@@ -34,6 +35,7 @@ from .previews import (
     encode_frame,
     grid,
 )
+from .prompt_tags import strip_lora_tags
 from .samplers import make_scheduler
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -106,6 +108,9 @@ class Engine:
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        # request.loras are fused into these (shared by the img2img/inpaint pipelines) per request.
+        self.loras = LoraSet({"unet": pipe.unet, "text_encoder": pipe.text_encoder}, model_path=model_path,
+                             device=self.device)
         self._base_scheduler_config = pipe.scheduler.config
         self._lock = threading.Lock()
         self._img2img = self._inpaint = None  # made on first use, sharing this pipeline's components
@@ -140,6 +145,10 @@ class Engine:
         then at most one per preview_interval_s, and always on the last step. should_cancel is
         polled after every step; when it returns true the run stops and the result is
         interrupted=True with no images. An exception raised by on_step aborts the run and propagates.
+
+        request.loras are applied for this request alone (lora.LoraSet: a LoRA that cannot be
+        loaded or does not fit the model raises InvalidRequest("lora", ...) before any step); the
+        prompt's `<lora:...>` tags are not encoded (strip_lora_tags) but stay in the infotext.
         """
         validate_request(request, self.info)
         # Decodes and checks the source and mask before taking the lock (a bad file fails fast).
@@ -148,6 +157,7 @@ class Engine:
             started = time.perf_counter()
             if should_cancel is not None and should_cancel():
                 return GenerationResult(images=[], interrupted=True, engine_seconds=0.0)
+            self.loras.use(request.loras)
             latents, interrupted = self._denoise(request, canvas, on_step, should_cancel, previews,
                                                  preview_interval_s)
             images = [] if interrupted else self._finish(request, canvas, latents)
@@ -203,7 +213,7 @@ class Engine:
 
         generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
         out = pipe(
-            prompt=request.prompt,
+            prompt=strip_lora_tags(request.prompt),
             negative_prompt=request.negative_prompt,
             **mode_arguments,
             num_inference_steps=request.steps,
@@ -238,11 +248,16 @@ class Engine:
                 height=request.height,
                 model_hash=self.info.hash,
                 model_name=self.info.name,
-                extra=canvas_infotext(request),
+                extra=canvas_infotext(request) | lora_infotext(request),
             )
             images.append(GeneratedImage(png=encode_png(pil, infotext), seed=seed, width=pil.width,
                                          height=pil.height, infotext=infotext))
         return images
+
+
+def lora_infotext(request: GenerationRequest) -> dict[str, object]:
+    """A1111's "Lora hashes" field (the prompt's tags say the weights)."""
+    return {LORA_HASHES_KEY: format_lora_hashes(request.loras)} if request.loras else {}
 
 
 def canvas_infotext(request: GenerationRequest) -> dict[str, object]:

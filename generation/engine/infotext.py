@@ -113,10 +113,32 @@ def parse_infotext(text: str) -> dict[str, str]:
     return result
 
 
+LORA_HASHES_KEY = "Lora hashes"
+
+
+def format_lora_hashes(loras) -> str:
+    """A1111's "Lora hashes" value: "name: shorthash, name2: shorthash2" (objects with ``name`` and
+    ``short_hash``, e.g. LoraRef); "" for none."""
+    return ", ".join(f"{lora.name}: {lora.short_hash}" for lora in loras)
+
+
+def parse_lora_hashes(value: str) -> dict[str, str]:
+    """{name: short hash} from a "Lora hashes" value; pairs that do not read as "name: hex" are skipped."""
+    result = {}
+    for part in (value or "").split(","):
+        name, sep, digest = part.rpartition(":")
+        name, digest = name.strip(), digest.strip().lower()
+        if sep and name and re.fullmatch(r"[0-9a-f]{8,64}", digest):
+            result[name] = digest
+    return result
+
+
 def request_fields_from_infotext(text: str) -> dict[str, object]:
     """The GenerationRequest fields an infotext describes, typed; unknown or broken values are left out.
 
-    Lets the web offer "use these parameters again" for any A1111-style PNG.
+    Lets the web offer "use these parameters again" for any A1111-style PNG. The prompt keeps its
+    `<lora:name:w>` tags; when the infotext names LoRAs' hashes, "lora_hashes" is {name: short
+    hash} (not a GenerationRequest field: the web maps it to its own LoRAs).
     """
     parsed = parse_infotext(text)
     fields: dict[str, object] = {"prompt": parsed["Prompt"], "negative_prompt": parsed["Negative prompt"]}
@@ -140,4 +162,7 @@ def request_fields_from_infotext(text: str) -> dict[str, object]:
     size = _SIZE_RE.match(parsed.get("Size", ""))
     if size:
         fields["width"], fields["height"] = int(size.group(1)), int(size.group(2))
+    hashes = parse_lora_hashes(parsed.get(LORA_HASHES_KEY, ""))
+    if hashes:
+        fields["lora_hashes"] = hashes
     return fields

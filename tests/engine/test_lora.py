@@ -271,3 +271,184 @@ def test_peft_and_diffusers_layouts_fit_by_name(model_path):
     both = {f"unet.{k}": v for k, v in unet.items()} | {f"text_encoder.{k}": v for k, v in te.items()}
     diffusers = inspect_lora(save(both), model_path=model_path)
     assert diffusers.format == "diffusers" and len(diffusers.text_encoder_modules) == 4
+
+
+# -- LoRAs in the engine ---------------------------------------------------------------------------
+
+ALPHA, RANK = 2.0, 4
+
+
+@pytest.fixture(scope="module")
+def lora_refs(model_path, tmp_path_factory):
+    """LoraRefs of files on disk: A (kohya, UNet + text encoder), A again in diffusers' layout,
+    B (kohya, another LoRA), TE (text encoder only), XL (an SDXL LoRA: does not fit)."""
+    from safetensors.torch import save
+
+    from generation.engine.contracts import LoraRef
+
+    folder = tmp_path_factory.mktemp("loras")
+    unet_a, te_a = peft_states(model_path, rank=RANK, seed=1)
+    unet_b, te_b = peft_states(model_path, rank=RANK, seed=2)
+    _, te_only = peft_states(model_path, rank=RANK, seed=3, scale=0.6)
+    adapter = {"unet.lora_alpha": ALPHA, "unet.r": RANK, "text_encoder.lora_alpha": ALPHA,
+               "text_encoder.r": RANK}
+    files = {
+        "A": kohya_from_peft(unet_a, te_a, alpha=ALPHA),
+        "A-diffusers": save({f"unet.{k}": v for k, v in unet_a.items()}
+                            | {f"text_encoder.{k}": v for k, v in te_a.items()},
+                            metadata={"lora_adapter_metadata": json.dumps(adapter)}),
+        "B": kohya_from_peft(unet_b, te_b, alpha=ALPHA),
+        "TE": kohya_from_peft({}, te_only, alpha=ALPHA),
+        "XL": kohya_keys(SDXL_KOHYA, alpha=4),
+    }
+    refs = {}
+    for name, data in files.items():
+        path = folder / f"{name}.safetensors"
+        path.write_bytes(data)
+        refs[name] = LoraRef(name=name, sha256=hashlib.sha256(data).hexdigest(), path=str(path))
+    refs["peft"] = (unet_a, te_a)
+    return refs
+
+
+@pytest.fixture(scope="module")
+def lora_engine(model_path):
+    from generation.engine import Engine
+
+    return Engine(model_path, device="cpu")
+
+
+def run(engine, *loras, prompt="a photo of a cat", **fields):
+    """The first image of a small request with these LoRAs (a LoraRef, or (LoraRef, weight))."""
+    from dataclasses import replace
+
+    from generation.engine import GenerationRequest
+
+    refs = tuple(replace(ref[0], weight=ref[1]) if isinstance(ref, tuple) else ref for ref in loras)
+    request = GenerationRequest(prompt=prompt, width=64, height=64, steps=3, seed=7, sampler="euler",
+                                guidance_scale=2.0, loras=refs, **fields)
+    result = engine.generate(request, previews=False)
+    return result.images[0]
+
+
+def pixels(image) -> bytes:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(image.png)).convert("RGB").tobytes()
+
+
+def test_switching_loras_between_jobs_never_leaks(lora_engine, lora_refs):
+    a, b = lora_refs["A"], lora_refs["B"]
+    fresh = pixels(run(lora_engine))  # the engine has not seen a LoRA yet
+    with_a = pixels(run(lora_engine, a))
+    with_b = pixels(run(lora_engine, b))
+    after = pixels(run(lora_engine))
+    again_a = pixels(run(lora_engine, a))
+    assert len({fresh, with_a, with_b}) == 3  # each LoRA changes the picture
+    assert after == fresh  # none after B: the base model, bit for bit
+    assert again_a == with_a  # A after B: A alone
+    loads = lora_engine.loras.loads
+    run(lora_engine, b)
+    assert lora_engine.loras.loads == loads  # B came from the cache, no file read
+    run(lora_engine)
+    assert unet_layer_is_pristine(lora_engine)
+
+
+MID_Q = "mid_block.attentions.0.transformer_blocks.0.attn1.to_q"
+
+
+def unet_layer_is_pristine(engine, module=MID_Q) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(Path(engine.info.path) / "unet" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        return engine.pipe.unet.get_submodule(module).weight.equal(f.get_tensor(f"{module}.weight"))
+
+
+def test_weights_several_loras_and_weight_zero(lora_engine, lora_refs):
+    a, b = lora_refs["A"], lora_refs["B"]
+    base = pixels(run(lora_engine))
+    assert pixels(run(lora_engine, (a, 0.0))) == base  # weight 0 == no LoRA
+    alone = pixels(run(lora_engine, a))
+    assert pixels(run(lora_engine, a, (b, 0.0))) == alone
+    half = pixels(run(lora_engine, (a, 0.5)))
+    both = pixels(run(lora_engine, a, (b, -0.7)))
+    assert len({base, alone, half, both}) == 4
+    assert pixels(run(lora_engine, (b, -0.7), a)) == both  # the order does not matter
+
+
+def test_kohya_and_diffusers_layouts_of_one_lora_give_the_same_deltas_and_pixels(lora_engine, lora_refs):
+    from generation.engine.lora import parse_lora
+
+    unet, te = lora_refs["peft"]
+    for ref in (lora_refs["A"], lora_refs["A-diffusers"]):
+        loaded = parse_lora(Path(ref.path).read_bytes(), model_path=lora_engine.info.path, device="cpu")
+        assert len(loaded.modules) == (len(unet) + len(te)) // 2
+        for m in loaded.modules:
+            state = unet if m.component == "unet" else te
+            down, up = state[f"{m.module}.lora_A.weight"], state[f"{m.module}.lora_B.weight"]
+            expected = (up.flatten(1) @ down.flatten(1)) * (ALPHA / RANK)
+            assert m.scale == ALPHA / RANK and bool(((m.up @ m.down) * m.scale == expected).all()), m.module
+    assert pixels(run(lora_engine, lora_refs["A"])) == pixels(run(lora_engine, lora_refs["A-diffusers"]))
+
+
+def test_text_encoder_keys_change_the_text_encoder(lora_engine, lora_refs):
+    te = lora_refs["TE"]
+    base = pixels(run(lora_engine))
+    layer = lora_engine.pipe.text_encoder.get_submodule("encoder.layers.0.self_attn.q_proj").weight
+    before = layer.detach().clone()
+    assert pixels(run(lora_engine, te)) != base
+    assert not layer.equal(before) and unet_layer_is_pristine(lora_engine)  # the text encoder alone
+    run(lora_engine)
+    assert layer.equal(before)
+
+
+def test_a_lora_that_cannot_be_used_is_refused_before_any_step(lora_engine, lora_refs, tmp_path):
+    from dataclasses import replace
+
+    from generation.engine import GenerationRequest
+
+    base = pixels(run(lora_engine))
+    run(lora_engine, lora_refs["A"])  # something applied: a refusal must not leave it half changed
+    bad = [
+        (lora_refs["XL"], "XL: this LoRA does not fit the model studio-demo"),
+        (replace(lora_refs["A"], path=str(tmp_path / "gone.safetensors"), sha256="0" * 64), "missing"),
+        (replace(lora_refs["TE"], sha256="1" * 64), "TE's file does not match its sha256"),
+    ]
+    for ref, message in bad:
+        steps = []
+        request = GenerationRequest(prompt="a cat", width=64, height=64, steps=3,
+                                    loras=(lora_refs["B"], ref))
+        with pytest.raises(InvalidRequest, match=message) as refused:
+            lora_engine.generate(request, on_step=steps.append)
+        assert refused.value.field == "lora" and steps == []
+    assert pixels(run(lora_engine)) == base
+
+
+def test_prompt_tags_are_not_encoded_and_the_infotext_names_the_loras(lora_engine, lora_refs):
+    from dataclasses import replace
+
+    from generation.engine import parse_infotext, request_fields_from_infotext
+
+    a, b = lora_refs["A"], replace(lora_refs["B"], name="zwx-dog")
+    tagged = run(lora_engine, a, (b, 0.5), prompt="a photo of a cat <lora:A:1> <lora:zwx-dog:0.5>")
+    plain = run(lora_engine, a, (b, 0.5), prompt="a photo of a cat")
+    assert pixels(tagged) == pixels(plain)
+    expected = f'Lora hashes: "A: {a.sha256[:12]}, zwx-dog: {b.sha256[:12]}"'
+    assert expected in tagged.infotext and "Lora hashes" not in run(lora_engine).infotext
+    parsed = parse_infotext(tagged.infotext)
+    assert parsed["Prompt"] == "a photo of a cat <lora:A:1> <lora:zwx-dog:0.5>"
+    fields = request_fields_from_infotext(tagged.infotext)
+    assert fields["prompt"] == parsed["Prompt"]
+    assert fields["lora_hashes"] == {"A": a.sha256[:12], "zwx-dog": b.sha256[:12]}
+
+
+def test_image_to_image_applies_loras_and_strips_tags(lora_engine, lora_refs):
+    source = run(lora_engine).png
+    base = pixels(run(lora_engine, mode="img2img", init_image=source, strength=0.6))
+    with_a = run(lora_engine, lora_refs["A"], prompt="a photo of a cat <lora:A>", mode="img2img",
+                 init_image=source, strength=0.6)
+    assert pixels(with_a) != base
+    assert pixels(with_a) == pixels(run(lora_engine, lora_refs["A"], mode="img2img", init_image=source,
+                                        strength=0.6))
+    assert pixels(run(lora_engine, mode="img2img", init_image=source, strength=0.6)) == base
