@@ -54,22 +54,23 @@ def _nice_max(value: int) -> int:
     return 10 * magnitude
 
 
-def usage_bar_chart(days, *, width: int = 760, height: int = 260) -> BarChart:
-    """Grouped bars per day for granted / purchased / spent. `days` are selectors.UsageDay rows.
+def usage_bar_chart(days, *, width: int = 760, height: int = 260, series=SERIES) -> BarChart:
+    """Grouped bars per day for granted / purchased / spent (or the given `series`: (attribute,
+    name) pairs). `days` are rows with a `day` date and those attributes (selectors.UsageDay).
 
     Negative values (a day with more refunds than spending, or net revokes) are drawn as zero.
     """
     left, right, top, bottom = 56, width - 8, 10, height - 28
-    peak = max([max(getattr(d, key), 0) for d in days for key, _ in SERIES] or [0])
+    peak = max([max(getattr(d, key), 0) for d in days for key, _ in series] or [0])
     scale_max = _nice_max(peak)
     plot_h = bottom - top
     slot = (right - left) / max(len(days), 1)
-    bar_w = max(slot * 0.8 / len(SERIES), 1.0)
+    bar_w = max(slot * 0.8 / len(series), 1.0)
     bars, labels = [], []
     every = max(1, len(days) // 10)
     for i, day in enumerate(days):
         x0 = left + i * slot + slot * 0.1
-        for j, (key, name) in enumerate(SERIES):
+        for j, (key, name) in enumerate(series):
             value = max(getattr(day, key), 0)
             h = plot_h * value / scale_max
             bars.append(
@@ -95,5 +96,5 @@ def usage_bar_chart(days, *, width: int = 760, height: int = 260) -> BarChart:
         bars=bars,
         ticks=ticks,
         day_labels=labels,
-        series=SERIES,
+        series=tuple(series),
     )

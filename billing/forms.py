@@ -6,6 +6,7 @@ import uuid
 
 from django import forms
 
+from accounts.models import ApiKeyScope
 from billing.subjects import InvalidSubject, subject_check
 
 
@@ -85,3 +86,19 @@ class MemberCapForm(forms.Form):
         min_value=0, max_value=100_000_000, label="Monthly limit",  # explained on the page, once
         error_messages={"min_value": "A limit cannot be negative.", "invalid": "Enter a whole number of credits."},
     )
+
+
+class ApiKeyForm(forms.Form):
+    """A new API key: its name, scopes and optional monthly cap (accounts.services.api_key_create
+    checks them again and says why it refuses)."""
+
+    name = forms.CharField(max_length=100, help_text="What uses it, e.g. “Krita plugin”.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKeyScope.choices, widget=forms.CheckboxSelectMultiple, initial=["generate", "read_images"],
+        error_messages={"required": "Choose at least one scope."},
+    )
+    monthly_credit_cap = forms.IntegerField(
+        required=False, min_value=1, max_value=2_000_000_000, label="Monthly credit cap",
+        help_text="Optional: the most credits this key may spend in a calendar month.",
+    )
+

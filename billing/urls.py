@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import staff_views, team_views, views
+from billing import api_key_views, staff_views, team_views, views
 
 app_name = "billing"
 
@@ -30,4 +30,13 @@ urlpatterns += [
         team_views.team_test_purchase,
         name="team_test_purchase",
     ),
+]
+
+# API keys (billing.api_key_views): made and revoked through accounts, their usage from the ledger
+urlpatterns += [
+    path("keys/", api_key_views.api_keys, name="api_keys"),
+    path("keys/<int:key_id>/", api_key_views.api_key_usage, name="api_key_usage"),
+    path("keys/<int:key_id>/usage.csv", api_key_views.api_key_usage_csv, name="api_key_usage_csv"),
+    path("keys/<int:key_id>/revoke/", api_key_views.api_key_revoke, name="api_key_revoke"),
+    path("teams/<uuid:team_id>/keys/", api_key_views.team_api_keys, name="team_api_keys"),
 ]
