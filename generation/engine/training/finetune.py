@@ -180,8 +180,9 @@ class _Run:
             if int(meta["step"]) > spec.steps:
                 raise InvalidRequest("resume", f"the checkpoint is at step {meta['step']}, past the "
                                                f"{spec.steps} steps of this training")
+        pixels = torch.stack([load_image(image.png, spec.resolution, n) for n, image in enumerate(spec.images, 1)])
         self._load_model()
-        self._encode_images()
+        self._encode_images(pixels)
         try:
             if self.prior:
                 self._make_class_latents(state.get("class_latents"))
@@ -233,12 +234,10 @@ class _Run:
                 pass
 
     @torch.no_grad()
-    def _encode_images(self) -> None:
+    def _encode_images(self, pixels: torch.Tensor) -> None:
         """Latent mean and std of every training image, once (the VAE is frozen); token ids of the
         captions, and their embeddings too when the text encoder is frozen."""
         spec = self.spec
-        pixels = torch.stack([load_image(image.png, spec.resolution, n)
-                              for n, image in enumerate(spec.images, 1)])
         means, stds = [], []
         for a in range(0, len(pixels), 8):
             with diffusion.autocast(self.device, self.autocast_on, self.dtype):

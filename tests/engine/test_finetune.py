@@ -1,0 +1,221 @@
+"""The fine-tuning trainer on the shipped studio-tiny model (128 px native; trained here at 64 px).
+
+Plain pytest, no Django. Every run is a real diffusers + PEFT training of a few steps on one thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load
+
+from generation.engine.contracts import InvalidRequest, ModelError
+from generation.engine.lora_format import inspect_lora
+from generation.engine.training import diffusion
+from generation.engine.training.finetune import Trainer, load_image, read_state
+from generation.engine.training.spec import TrainingImage, TrainingSpec
+
+MODEL = Path(__file__).resolve().parents[2] / "generation/engine/weights/studio-tiny"
+RES = 64
+
+
+def _png(colour, size=(80, 64)) -> bytes:
+    """A flat picture with a square in the middle (not square itself: the trainer centre-crops)."""
+    img = Image.new("RGB", size, (20, 20, 20))
+    w, h = size
+    img.paste(colour, (w // 2 - 14, h // 2 - 14, w // 2 + 14, h // 2 + 14))
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+IMAGES = tuple(TrainingImage(_png(c), "a zwx square") for c in ((255, 0, 255), (250, 10, 240), (255, 0, 230)))
+
+
+def _spec(**kw) -> TrainingSpec:
+    base = dict(base_model_path=str(MODEL), images=IMAGES, steps=10, rank=4, learning_rate=1e-3,
+                resolution=RES, checkpoint_every=0, sample_every=0, sample_steps=3, seed=3)
+    return TrainingSpec(**{**base, **kw})
+
+
+def _lora_tensors(data: bytes) -> dict[str, torch.Tensor]:
+    return load(data)
+
+
+@pytest.fixture(scope="module")
+def trainer():
+    return Trainer(device="cpu")
+
+
+@torch.no_grad()
+def _denoising_loss(pipe, images, caption: str) -> float:
+    """The model's v-prediction loss on the images at fixed timesteps and noise."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    pixels = torch.stack([load_image(image.png, RES, n) for n, image in enumerate(images, 1)])
+    x0 = pipe.vae.encode(pixels).latent_dist.mean * pipe.vae.config.scaling_factor
+    cond = pipe.text_encoder(diffusion.tokenize(pipe.tokenizer, [caption] * len(images), "cpu"))[0]
+    g = torch.Generator().manual_seed(0)
+    total = []
+    for t in (150, 350, 550, 750, 950):
+        noise = torch.randn(x0.shape, generator=g)
+        ts = torch.full((len(images),), t)
+        noisy, target = diffusion.noisy_and_target(sched, x0, noise, ts)
+        total.append(diffusion.per_sample_loss(pipe.unet(noisy, ts, cond).sample, target).mean())
+    return float(torch.stack(total).mean())
+
+
+def test_lora_learns_the_images_and_sends_samples(trainer):
+    from diffusers import StableDiffusionPipeline
+
+    updates = []
+    result = trainer.run(_spec(steps=16, learning_rate=5e-3, sample_every=8,
+                               validation_prompts=("a zwx square", "a red circle"), validation_seeds=(0, 1)),
+                         on_step=updates.append)
+    assert not result.interrupted and result.steps_done == 16 and len(result.losses) == 16
+    assert [u.step for u in updates] == list(range(1, 17))
+    assert {u.phase for u in updates} == {"train"} and updates[-1].total_steps == 16
+    with_samples = [u for u in updates if u.samples]
+    assert [u.step for u in with_samples] == [8, 16]
+    for png in with_samples[-1].samples:  # 2 prompts x 2 seeds
+        assert Image.open(io.BytesIO(png)).size == (RES, RES)
+    assert len(with_samples[-1].samples) == 4
+
+    summary = inspect_lora(result.lora, model_path=str(MODEL))  # a kohya file that fits the model
+    assert summary.format == "kohya" and summary.rank == 4 and summary.text_encoder_modules == ()
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL, safety_checker=None)
+    before = _denoising_loss(pipe, IMAGES, "a zwx square")
+    pipe.load_lora_weights(_lora_tensors(result.lora), adapter_name="zwx")
+    after = _denoising_loss(pipe, IMAGES, "a zwx square")
+    print(f"denoising loss on the training images: {before:.4f} before, {after:.4f} after")
+    assert after < 0.8 * before, (before, after)
+
+
+def test_cancel_checkpoints_and_resume_continues_exactly(trainer):
+    spec = _spec(steps=10, checkpoint_every=4, train_text_encoder=True)
+    whole = trainer.run(spec)
+
+    checkpoints, steps = [], []
+    stopped = trainer.run(spec, on_checkpoint=checkpoints.append, on_step=lambda u: steps.append(u.step),
+                          should_cancel=lambda: len(steps) >= 6)
+    assert stopped.interrupted and stopped.steps_done == 6 and steps == [1, 2, 3, 4, 5, 6]
+    assert [c.step for c in checkpoints] == [4, 6]  # every 4 steps, then the cancel's own
+    assert stopped.lora == checkpoints[-1].lora
+    assert inspect_lora(stopped.lora).text_encoder_modules  # the text encoder's adapter is in it
+    tensors, meta = read_state(checkpoints[-1].state)
+    assert meta["step"] == "6" and tensors["losses"].tolist() == list(stopped.losses)
+    assert any(k.startswith("optim.") for k in tensors) and "rng.train" in tensors
+
+    resumed_steps = []
+    resumed = trainer.run(spec, resume=checkpoints[-1], on_step=lambda u: resumed_steps.append(u.step))
+    assert resumed_steps == [7, 8, 9, 10] and not resumed.interrupted
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5, abs=1e-7)
+    a, b = _lora_tensors(whole.lora), _lora_tensors(resumed.lora)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-7)
+    # A later checkpoint of the same training resumes too; another training's does not.
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(steps=10, seed=4), resume=checkpoints[0])
+    assert info.value.field == "resume"
+
+
+def test_pause_point_runs_between_steps(trainer):
+    events = []
+    trainer.run(_spec(steps=10), on_step=lambda u: events.append("step"),
+                pause_point=lambda: events.append("pause"), pause_every_s=0.0)
+    assert events == ["pause", "step"] * 10  # 0 s: before every step
+
+    calls, steps = [], []
+
+    def pause():
+        calls.append((time.monotonic(), time.monotonic()))
+
+    started = time.monotonic()
+    trainer.run(_spec(steps=12), on_step=lambda u: steps.append(time.monotonic()), pause_point=pause,
+                pause_every_s=0.4)
+    ends = [started] + [end for _, end in calls]
+    longest_step = max(b - a for a, b in zip(steps, steps[1:]))
+    assert calls, "a run longer than pause_every_s pauses"
+    gaps = [call - end for (call, _), end in zip(calls, ends)] + [steps[-1] - ends[-1]]
+    # A pause falls due when the next step would overrun: the gap is at most 0.4 s plus the
+    # difference between two steps' durations (timed on a shared CPU: a step's full length).
+    assert max(gaps[1:]) <= 0.4 + longest_step + 0.05, (gaps, longest_step)
+    if longest_step < 0.1:  # steps much shorter than the interval: several per chunk
+        assert len(calls) < len(steps) / 2
+
+
+def test_dreambooth_makes_class_images_first_and_resumes_them(trainer):
+    spec = _spec(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
+                 class_prompt="a square", prior_preservation=True, num_class_images=2, steps=10)
+    phases = []
+    whole = trainer.run(spec, on_step=lambda u: phases.append((u.phase, u.step, u.total_steps)))
+    assert phases[:2] == [("class_images", 1, 2), ("class_images", 2, 2)]
+    assert phases[2:] == [("train", s, 10) for s in range(1, 11)]
+
+    # Cancelled after the first class image: a step-0 checkpoint that keeps it.
+    checkpoints, seen = [], []
+    stopped = trainer.run(spec, on_checkpoint=checkpoints.append, on_step=seen.append,
+                          should_cancel=lambda: len(seen) >= 1)
+    assert stopped.interrupted and stopped.steps_done == 0 and [c.step for c in checkpoints] == [0]
+    tensors, _ = read_state(checkpoints[0].state)
+    assert tensors["class_latents"].shape == (1, 4, RES // 8, RES // 8)
+
+    phases.clear()
+    alone_steps = []
+    resumed = trainer.run(spec, resume=checkpoints[0], on_step=lambda u: phases.append((u.phase, u.step)))
+    assert phases[0] == ("class_images", 2) and phases[1] == ("train", 1)  # only the missing one
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5, abs=1e-7)  # same class images
+
+    # Prior preservation is in the loss: without it the first step's loss is another.
+    alone = trainer.run(dataclasses.replace(spec, prior_preservation=False, num_class_images=0),
+                        should_cancel=lambda: bool(alone_steps), on_step=alone_steps.append)
+    assert alone.steps_done == 1 and alone.losses[0] != pytest.approx(whole.losses[0], rel=1e-3)
+
+
+def test_full_finetune_writes_a_loadable_model(tmp_path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    result = Trainer(device="cpu", work_dir=str(tmp_path)).run(_spec(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
+                               prior_preservation=False, full_finetune=True, steps=10, learning_rate=1e-4))
+    assert result.lora == b"" and result.steps_done == 10
+    out = Path(result.model_dir)
+    assert out.parent == tmp_path
+    assert json.loads((out / "studio_model.json").read_text())["family"] == "studio-tiny"
+    pipe = StableDiffusionPipeline.from_pretrained(out, safety_checker=None)
+    base = UNet2DConditionModel.from_pretrained(MODEL, subfolder="unet")
+    trained, original = pipe.unet.state_dict(), base.state_dict()
+    changed = [k for k in original if not torch.equal(trained[k].float(), original[k].float())]
+    assert len(changed) > len(original) // 2  # every UNet weight was trained, not an adapter
+    image = pipe("a zwx square", height=RES, width=RES, num_inference_steps=2,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (RES, RES)
+
+
+def test_refuses_bad_input_with_clear_errors(trainer, tmp_path):
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(images=IMAGES[:2]))
+    assert info.value.field == "images"
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(images=IMAGES[:2] + (TrainingImage(b"GIF89a not really", "a zwx square"),)))
+    assert info.value.field == "images" and "image 3 is not a readable image" in str(info.value)
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(method="dreambooth", instance_token="zwx", instance_prompt="a photo of a dog",
+                          prior_preservation=False))
+    assert info.value.field == "instance_prompt"
+    with pytest.raises(ModelError):
+        trainer.run(_spec(base_model_path=str(tmp_path)))
+    from generation.engine.training.spec import TrainingCheckpoint
+
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(), resume=TrainingCheckpoint(step=3, state=b"\x00" * 40, lora=b""))
+    assert info.value.field == "resume"
