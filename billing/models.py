@@ -210,6 +210,8 @@ class PriceSettings(models.Model):
     """Admin-editable prices (one row, pk=1).
 
     A job costs ceil(reference_credits * multiplier * (w*h*steps*images) / (ref_w*ref_h*ref_steps)).
+    A training step counts as `training_step_cost` generation steps at its resolution, per image of
+    its batch (times `training_text_encoder_multiplier` when the text encoder trains too).
     """
 
     reference_credits = models.PositiveIntegerField(
@@ -220,6 +222,15 @@ class PriceSettings(models.Model):
     reference_steps = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     signup_credits = models.PositiveIntegerField(
         default=100, help_text="Free credits granted once per verified email address."
+    )
+    training_step_cost = models.DecimalField(
+        max_digits=6, decimal_places=3, default=Decimal("3.000"), validators=[MinValueValidator(Decimal("0.001"))],
+        help_text="Generation steps that one training step costs, at the same size (a forward and a backward "
+                  "pass of the UNet, once per image of the batch).",
+    )
+    training_text_encoder_multiplier = models.DecimalField(
+        max_digits=6, decimal_places=3, default=Decimal("1.250"), validators=[MinValueValidator(Decimal("1"))],
+        help_text="A training that also trains the text encoder costs this much more per step.",
     )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(

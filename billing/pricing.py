@@ -13,15 +13,49 @@ def job_price(*, width: int, height: int, steps: int, num_images: int, model_nam
 
     With the default prices, 512x512, 30 steps, 1 image costs 4 credits.
     """
-    for name, value in (("width", width), ("height", height), ("steps", steps), ("num_images", num_images)):
+    _check_positive(width=width, height=height, steps=steps, num_images=num_images)
+    prices = PriceSettings.load()
+    return math.ceil(_credits_per_step_pixel(prices, model_name) * width * height * steps * num_images)
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    prices = PriceSettings.load()
-    multiplier = Fraction(1)
+
+
+def _model_multiplier(model_name: str) -> Fraction:
     if model_name:
         row = ModelPrice.objects.filter(model_name=model_name).values_list("multiplier", flat=True).first()
         if row is not None:
-            multiplier = Fraction(row)  # Decimal -> exact Fraction
+            return Fraction(row)  # Decimal -> exact Fraction
+    return Fraction(1)
+
+
+def _credits_per_step_pixel(prices: PriceSettings, model_name: str) -> Fraction:
+    """Credits for one denoising step of one pixel (exact), with the model's multiplier."""
     reference = prices.reference_width * prices.reference_height * prices.reference_steps
-    exact = Fraction(prices.reference_credits) * multiplier * Fraction(width * height * steps * num_images, reference)
-    return math.ceil(exact)
+    return Fraction(prices.reference_credits) * _model_multiplier(model_name) / reference
+
+
+def training_price(*, steps: int, resolution: int, batch: int = 1, train_text_encoder: bool = False,
+                   class_images: int = 0, class_image_steps: int = 0, model_name: str = "") -> int:
+    """Credits for a training run, priced like generation, rounded up once.
+
+    One training step at `resolution` costs `training_step_cost` generation steps of a
+    resolution x resolution image, per image of its `batch` (x `training_text_encoder_multiplier`
+    when the text encoder trains too); the `class_images` that prior preservation first generates
+    cost what generating them costs (`class_image_steps` steps each). The model's multiplier applies.
+    """
+    _check_positive(steps=steps, resolution=resolution, batch=batch)
+    for name, value in (("class_images", class_images), ("class_image_steps", class_image_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a whole number >= 0, not {value!r}")
+    if class_images and not class_image_steps:
+        raise ValueError("class_image_steps must be positive when there are class images")
+    prices = PriceSettings.load()
+    per_step = Fraction(prices.training_step_cost)
+    if train_text_encoder:
+        per_step *= Fraction(prices.training_text_encoder_multiplier)
+    generation_steps = per_step * steps * batch + class_images * class_image_steps
+    return math.ceil(_credits_per_step_pixel(prices, model_name) * resolution * resolution * generation_steps)

@@ -4,10 +4,10 @@
     credits_grant_signup / credits_adjust / credits_refund / credits_purchase
     payment_checkout_start / payment_test_purchase / stripe_webhook_receive
     credits_transfer_to_team / member_cap_set / member_cap_clear   team wallets (billing.services.teams)
-    job_price (billing.pricing, re-exported)
+    job_price, training_price (billing.pricing, re-exported)
 """
 
-from billing.pricing import job_price
+from billing.pricing import job_price, training_price
 from billing.services.credits import credits_capture, credits_refund, credits_release, credits_reserve
 from billing.services.grants import credits_adjust, credits_grant_signup, credits_purchase
 from billing.services.ledger import (
@@ -57,6 +57,7 @@ __all__ = [
     "credits_reserve",
     "credits_transfer_to_team",
     "job_price",
+    "training_price",
     "member_cap_clear",
     "member_cap_set",
     "payment_checkout_start",
