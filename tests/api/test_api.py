@@ -13,7 +13,8 @@ from accounts import services as accounts
 from accounts.api import ApiProblem, require_scope
 from billing import services as billing
 from generation import services as generation
-from tests.factories import give_credits, make_user
+from tests.api.conftest import fast_user as make_user
+from tests.factories import give_credits
 
 pytestmark = [pytest.mark.django_db]
 PROBLEM = "application/problem+json"

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 
 from accounts import services as accounts
-from tests.factories import give_credits, make_user
+from tests.api.conftest import fast_user as make_user
+from tests.factories import give_credits
 
 pytestmark = [pytest.mark.django_db]
 

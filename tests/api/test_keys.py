@@ -17,7 +17,8 @@ from billing import services as billing
 from billing.models import EntryKind, LedgerEntry
 from billing.selectors import api_key_usage_per_day, api_key_used_this_month, api_keys_spent
 from generation import services as generation
-from tests.factories import give_credits, make_user
+from tests.api.conftest import fast_user as make_user
+from tests.factories import give_credits
 
 pytestmark = [pytest.mark.django_db]
 

@@ -35,7 +35,8 @@ from accounts import services as accounts  # noqa: E402
 from accounts.models import ApiKey, Membership, TeamRole  # noqa: E402
 from accounts.selectors import api_key_authenticate  # noqa: E402
 from billing import services as billing  # noqa: E402
-from tests.factories import give_credits, make_user  # noqa: E402
+from tests.api.conftest import fast_user as make_user
+from tests.factories import give_credits  # noqa: E402
 
 TOKEN = re.compile(r'value="(sk_live_[0-9a-f]{8}_[A-Za-z0-9_-]{43})"')
 
