@@ -165,6 +165,7 @@ class TrainingSettingsForm(forms.Form):
         for index in range(image_count):
             self.fields[f"caption_{index}"] = forms.CharField(
                 max_length=MAX_CAPTION_CHARS, initial=instance_prompt, label=f"Caption {index + 1}",
+                widget=forms.Textarea(attrs={"rows": 2}),
                 error_messages={"required": "Every picture needs a caption."})
 
     def clean_name(self) -> str:
@@ -197,8 +198,12 @@ class TrainingSettingsForm(forms.Form):
         return resolved_settings(data, native_resolution=self.native_resolution)
 
     def spec_fields(self) -> dict:
+        """services.training_submit's settings. Samples (two seeds of the instance prompt) about
+        four times per run, a checkpoint as often or every 50 steps, whichever is more often."""
         data = self.cleaned_data
         fields = {**self.settings(), "instance_prompt": data["instance_prompt"].strip()}
+        quarter = max(fields["steps"] // 4, 1)
+        fields.update(sample_every=quarter, checkpoint_every=min(quarter, 50), validation_seeds=[0, 1])
         if data["method"] == "dreambooth":
             fields.update(instance_token=data["instance_token"].strip(), class_prompt=data["class_prompt"].strip(),
                           prior_preservation=bool(data["prior_preservation"]),

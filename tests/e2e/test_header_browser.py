@@ -60,7 +60,7 @@ def _assert_all_in_view(m: dict, expected: list[str]) -> None:
 def test_phone_header_wraps_into_two_rows_with_every_link_in_view(signed_in, shots, staff):
     page = _signed_in_at(signed_in, PHONE, staff=staff)
     m = page.evaluate(MEASURE)
-    expected = ["Create", "Canvas", "My", "Teams", *(["Admin", "Reports"] if staff else [])]
+    expected = ["Create", "Canvas", "My", "LoRAs", "Teams", *(["Admin", "Reports"] if staff else [])]
     _assert_all_in_view(m, expected)
     # Row 1: brand, balance, log out; row 2: the nav across the whole width, links spread evenly.
     assert m["nav"]["top"] >= m["balance"]["bottom"] - 1, "the nav is not on its own row"
@@ -75,6 +75,6 @@ def test_phone_header_wraps_into_two_rows_with_every_link_in_view(signed_in, sho
 def test_desktop_header_stays_one_row(signed_in, shots, staff):
     page = _signed_in_at(signed_in, DESKTOP, staff=staff)
     m = page.evaluate(MEASURE)
-    _assert_all_in_view(m, ["Create", "Canvas", "My", "Teams", *(["Admin", "Reports"] if staff else [])])
+    _assert_all_in_view(m, ["Create", "Canvas", "My", "LoRAs", "Teams", *(["Admin", "Reports"] if staff else [])])
     assert m["nav"]["top"] < m["brand"]["bottom"] and m["balance"]["top"] < m["nav"]["bottom"], "desktop header wraps"
     shots(page, "desktop", full_page=False)
