@@ -8,9 +8,12 @@ leaks into the next, and a request without LoRAs runs at exactly the base model'
 The same LoRAs with the same weights as the previous request cost nothing (nothing is undone).
 
 Why not diffusers' load_lora_weights + set_adapters (PEFT layers): unfused PEFT layers add two
-small matmuls per module per step, forever, even at weight 0 (see benchmarks/lora_speed.py for
-both measured); and PEFT 0.21 cannot adapt transformers 5's text encoder through diffusers.
-Fusing per request costs one matmul per module per switch instead.
+small matmuls per module per step for as long as they are loaded, and the wrappers cost even with
+LoRAs disabled (benchmarks/lora_speed.py measures both routes); and here (diffusers 0.42,
+transformers 5, PEFT 0.21) diffusers cannot apply text-encoder LoRAs: the text-encoder part of a
+kohya file fails to load ("Could not automatically infer state dict type") and that of a
+diffusers-layout file is reported MISSING and left at its initial values. Fusing per request
+costs one matmul per module when the LoRAs change instead.
 
 Parsed LoRAs (their down/up tensors on the engine's device) are kept in a small LRU cache keyed
 by sha256, so switching between recently used LoRAs reads no file.

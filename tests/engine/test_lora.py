@@ -311,10 +311,10 @@ def lora_refs(model_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lora_engine(model_path):
+def lora_engine(model_path, engine_device):
     from generation.engine import Engine
 
-    return Engine(model_path, device="cpu")
+    return Engine(model_path, device=engine_device)
 
 
 def run(engine, *loras, prompt="a photo of a cat", **fields):
