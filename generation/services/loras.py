@@ -142,8 +142,7 @@ def lora_import(*, user, name: str, data: bytes, filename: str, description: str
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise LoraRefused(f"The description is over {MAX_DESCRIPTION_CHARS} characters.", field="description")
     if len(data) > lora_max_bytes():
-        raise LoraRefused(f"The file is larger than {lora_max_bytes() // (1024 * 1024)} MB.", field="file",
-                          status=413)
+        raise LoraRefused(f"The file is larger than {_size_text(lora_max_bytes())}.", field="file", status=413)
     if LoRA.objects.filter(owner=user, name=name).exists():
         raise LoraRefused(_name_taken_message(name), field="name", status=409)
     try:
@@ -157,6 +156,10 @@ def lora_import(*, user, name: str, data: bytes, filename: str, description: str
         base_family=summary.base_family_guess or info.family, rank=summary.rank, trigger_words=trigger,
         steps=_int_or_none((summary.metadata or {}).get("ss_max_train_steps")), description=description,
     )
+
+
+def _size_text(count: int) -> str:
+    return f"{count / (1024 * 1024):g} MB" if count >= 1024 * 1024 else f"{count / 1024:g} KB"
 
 
 def _int_or_none(value) -> int | None:
