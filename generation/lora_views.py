@@ -28,7 +28,8 @@ def _get_lora(request: HttpRequest, lora_id) -> LoRA:
         raise Http404("No such LoRA.") from None
 
 
-def _list_page(request: HttpRequest, *, import_form: LoraImportForm | None = None, status: int = 200) -> HttpResponse:
+def _list_page(request: HttpRequest, *, import_form: LoraImportForm | None = None,
+               status: int = 200) -> HttpResponse:
     loras = list(training_selectors.loras_for_user(request.user))
     for lora in loras:
         lora.mine = lora.owner_id == request.user.pk
@@ -83,8 +84,10 @@ def _detail_page(request: HttpRequest, lora: LoRA, *, rename_form=None, share_fo
     context = {
         "lora": lora, "tab": "loras", "made_by": training_selectors.lora_made_by(lora),
         "may": {
-            "download": permissions.can_download_lora(user, lora), "change": permissions.can_change_lora(user, lora),
-            "unshare": permissions.can_remove_lora_from_team(user, lora), "use": permissions.can_use_lora(user, lora),
+            "download": permissions.can_download_lora(user, lora),
+            "change": permissions.can_change_lora(user, lora),
+            "unshare": permissions.can_remove_lora_from_team(user, lora),
+            "use": permissions.can_use_lora(user, lora),
         },
         "rename_form": rename_form or LoraRenameForm(initial={"name": lora.name, "description": lora.description}),
         "share_form": share_form or LoraShareForm(teams=teams, initial={

@@ -74,7 +74,8 @@ class TrainingImagesForm(forms.Form):
     instance_prompt = forms.CharField(
         max_length=MAX_CAPTION_CHARS, label="Instance prompt",
         widget=forms.TextInput(attrs={"placeholder": "a photo of zwx dog"}),
-        help_text="What the pictures show, with a rare word for the new thing (zwx). Every caption starts as this.",
+        help_text="What the pictures show, with a rare word for the new thing (zwx). "
+                  "Every caption starts as this.",
     )
 
     def __init__(self, *args, user, gallery: list[Image], **kwargs):
@@ -108,7 +109,8 @@ class TrainingImagesForm(forms.Form):
                 with image.file.open("rb") as handle:
                     png = upload_read_image(data=handle.read()).png  # its text chunks (the prompt) stay behind
             except (OSError, UploadRefused):
-                raise ValidationError(f"Your image from {image.created_at:%Y-%m-%d %H:%M} could not be read.") from None
+                when = f"{image.created_at:%Y-%m-%d %H:%M}"
+                raise ValidationError(f"Your image from {when} could not be read.") from None
             self.pictures.append((png, image))
         return images
 
@@ -184,7 +186,8 @@ class TrainingSettingsForm(forms.Form):
             if not token or len(token.split()) != 1:
                 self.add_error("instance_token", "DreamBooth needs one rare word, for example zwx.")
             elif "instance_prompt" in cleaned and token not in cleaned["instance_prompt"].split():
-                self.add_error("instance_prompt", f"The instance prompt must contain the instance token {token!r}.")
+                self.add_error("instance_prompt",
+                               f"The instance prompt must contain the instance token {token!r}.")
             if cleaned.get("prior_preservation") and not (cleaned.get("class_prompt") or "").strip():
                 self.add_error("class_prompt", "Prior preservation needs a class prompt, e.g. “a photo of a dog”.")
         resolution = cleaned.get("resolution")

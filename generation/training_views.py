@@ -120,7 +120,8 @@ def _settings_form(request: HttpRequest, draft: dict, data=None) -> TrainingSett
                                 instance_prompt=draft["instance_prompt"])
 
 
-def _settings_page(request: HttpRequest, form: TrainingSettingsForm, draft: dict, status: int = 200) -> HttpResponse:
+def _settings_page(request: HttpRequest, form: TrainingSettingsForm, draft: dict,
+                   status: int = 200) -> HttpResponse:
     pictures = [
         (reverse("generation:training_draft_image", args=[index]), field)
         for index, field in enumerate(form.caption_fields())
@@ -194,7 +195,8 @@ def training_quote(request: HttpRequest) -> HttpResponse:
     draft = _draft(request)
     info = selectors.model_info()
     fields = TrainingQuoteForm(request.GET).price_fields(
-        num_images=len(draft["images"]) if draft else 0, native_resolution=min(info.native_width, info.native_height))
+        num_images=len(draft["images"]) if draft else 0,
+        native_resolution=min(info.native_width, info.native_height))
     cost = None
     if fields is not None and draft is not None:
         try:
@@ -220,7 +222,8 @@ def training_detail(request: HttpRequest, job_id) -> HttpResponse:
 def training_panel(request: HttpRequest, job_id) -> HttpResponse:
     """The live panel of one training: what the page polls when its websocket is gone."""
     job = _get_training(request, job_id)
-    return render(request, "generation/_training_panel.html", training_selectors.training_context(job, request.user))
+    context = training_selectors.training_context(job, request.user)
+    return render(request, "generation/_training_panel.html", context)
 
 
 @login_required

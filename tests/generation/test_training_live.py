@@ -35,8 +35,8 @@ async def test_a_training_socket_sends_its_state_progress_with_loss_points_and_s
     assert "Step <span data-training-step>3</span> of 20 · loss 0.2500 · about 34 s left" in html
     assert f'hx-swap-oob="beforeend:#loss-points-{job.pk}"><i data-step="3" data-loss="0.25"></i>' in html
 
-    await sync_to_async(events.send_event)(group, {**progress, "phase": "class_images", "step": 2, "total_steps": 10,
-                                                   "loss": None})
+    class_images = {**progress, "phase": "class_images", "step": 2, "total_steps": 10, "loss": 0.0}
+    await sync_to_async(events.send_event)(group, class_images)
     html = await communicator.receive_from()
     assert "Drawing class images: 2 of 10" in html and 'data-step="0"' in html and "loss-points" not in html
 
