@@ -1,11 +1,13 @@
 """The API's generation endpoints (studio/api.py mounts `router`). Read-only for now: the model
-that serves and the samplers; generations, images and the A1111 dialect come next (docs/api.md)."""
+that serves, the samplers, and a key's own generations (generations.py); creating them, images and
+the A1111 dialect come next (docs/api.md)."""
 
 from __future__ import annotations
 
 from ninja import Field, Router, Schema
 
 from accounts.api import problems
+from generation.api.generations import router as generations_router
 from generation.engine.contracts import SAMPLERS
 from generation.selectors import model_info
 
@@ -46,3 +48,6 @@ def models(request):
 @router.get("/samplers", response={200: list[SamplerOut], **problems()}, summary="The samplers a generation may use")
 def samplers(request):
     return [SamplerOut(name=name, label=label) for name, label in SAMPLERS.items()]
+
+
+router.add_router("", generations_router)
