@@ -102,7 +102,7 @@ def _refuse_pickle(data: bytes, filename: str) -> None:
             "accepted (pickles can run code when they are loaded)")
     head = bytes(data[:4])
     if head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and head[1] in (2, 3, 4, 5)):
-        raise LoraFileError("the file is a pickle (a PyTorch .ckpt/.pt/.bin saved as a pickle), not "
+        raise LoraFileError("the file is a pickle or a zip archive (as PyTorch's .ckpt/.pt/.bin are), not "
                             "safetensors; only .safetensors LoRAs are accepted (pickles can run code)")
     if name and not name.endswith(".safetensors"):
         raise LoraFileError(f"{Path(filename).name}: only .safetensors LoRA files are accepted")
@@ -450,7 +450,7 @@ def _fits(module: LoraModule, shape: tuple[int, ...]) -> str:
         if lora_kernel not in ((1, 1), kernel) or (lora_kernel == (1, 1) and kernel != (1, 1)
                                                    and len(down) == 2):
             return f"{module.name}: the LoRA's kernel {lora_kernel} does not fit the model's {kernel}"
-    elif len(down) == 4:
+    elif len(down) == 4 and tuple(down[2:]) != (1, 1):
         return f"{module.name}: a convolution LoRA on the model's linear layer"
     return ""
 
@@ -486,10 +486,12 @@ def _fit(modules: list[LoraModule], fmt: str, family_guess: str, model_path: str
         problems = []
         if missing:
             example = missing[0].down_key.rsplit(".lora", 1)[0]
-            problems.append(f"{len(missing)} of its {len(modules)} modules are not in the model "
+            verb = "is" if len(missing) == 1 else "are"
+            problems.append(f"{len(missing)} of its {len(modules)} modules {verb} not in the model "
                             f"(e.g. {example})")
         if misfits:
-            problems.append(f"{len(misfits)} of its {len(modules)} modules have other shapes than the "
+            verb = "has" if len(misfits) == 1 else "have"
+            problems.append(f"{len(misfits)} of its {len(modules)} modules {verb} other shapes than the "
                             f"model's ({misfits[0]})")
         raise LoraFileError(f"this LoRA does not fit {model_text}: {'; '.join(problems)}{looks}")
     return mapped

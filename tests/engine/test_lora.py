@@ -243,7 +243,7 @@ def test_tensor_offsets_beyond_the_file_are_refused():
 
 def test_an_sdxl_lora_does_not_fit_the_sd_model(model_path):
     with pytest.raises(LoraFileError, match=r"does not fit the model studio-demo: 4 of its 5 modules are not "
-                                            r"in the model.*1 of its 5 modules have other shapes.*"
+                                            r"in the model.*1 of its 5 modules has other shapes.*"
                                             r"looks like an SDXL LoRA"):
         inspect_lora(kohya_keys(SDXL_KOHYA, alpha=4), filename="xl.safetensors", model_path=model_path)
     # diffusers names that exist in an SD UNet, with SDXL's widths
@@ -254,7 +254,7 @@ def test_an_sdxl_lora_does_not_fit_the_sd_model(model_path):
 def test_a_lora_of_other_widths_does_not_fit(model_path):
     sd1 = {"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k": (768, 64),
            "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q": (64, 64)}
-    with pytest.raises(LoraFileError, match=r"1 of its 2 modules have other shapes.*attn2.to_k: the LoRA "
+    with pytest.raises(LoraFileError, match=r"1 of its 2 modules has other shapes.*attn2.to_k: the LoRA "
                                             r"expects 768 inputs, the model has 32.*looks like an sd1 LoRA"):
         inspect_lora(diffusers_file(sd1), model_path=model_path)
     te = {"lora_te_text_model_encoder_layers_5_self_attn_q_proj": (32, 32)}  # the model has 2 layers
@@ -271,6 +271,24 @@ def test_peft_and_diffusers_layouts_fit_by_name(model_path):
     both = {f"unet.{k}": v for k, v in unet.items()} | {f"text_encoder.{k}": v for k, v in te.items()}
     diffusers = inspect_lora(save(both), model_path=model_path)
     assert diffusers.format == "diffusers" and len(diffusers.text_encoder_modules) == 4
+
+
+def test_linear_and_convolution_loras_fit_as_a1111_applies_them(model_path):
+    conv = {  # a linear LoRA on a 1x1 convolution, a 3x3 LoRA on a 3x3 convolution (LoCon)
+        "lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight": ([4, 64], "F32"),
+        "lora_unet_down_blocks_1_attentions_0_proj_in.lora_up.weight": ([64, 4], "F32"),
+        "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight": ([4, 32, 3, 3], "F32"),
+        "lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight": ([32, 4, 1, 1], "F32"),
+    }
+    summary = inspect_lora(safetensors_bytes(conv), model_path=model_path)
+    assert set(summary.unet_modules) == {"down_blocks.1.attentions.0.proj_in",
+                                        "down_blocks.0.resnets.0.conv1"}
+    wrong = {"lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight":
+             ([4, 64, 3, 3], "F32"),
+             "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight":
+             ([64, 4, 1, 1], "F32")}
+    with pytest.raises(LoraFileError, match="a convolution LoRA on the model's linear layer"):
+        inspect_lora(safetensors_bytes(wrong), model_path=model_path)
 
 
 # -- LoRAs in the engine ---------------------------------------------------------------------------
