@@ -356,9 +356,11 @@ def pixels(image) -> bytes:
     return Image.open(io.BytesIO(image.png)).convert("RGB").tobytes()
 
 
-def test_switching_loras_between_jobs_never_leaks(lora_engine, lora_refs):
+def test_switching_loras_between_jobs_never_leaks(lora_engine, lora_refs, model_path, engine_device):
+    from generation.engine import Engine
+
     a, b = lora_refs["A"], lora_refs["B"]
-    fresh = pixels(run(lora_engine))  # the engine has not seen a LoRA yet
+    fresh = pixels(run(Engine(model_path, device=engine_device)))  # an engine that never saw a LoRA
     with_a = pixels(run(lora_engine, a))
     with_b = pixels(run(lora_engine, b))
     after = pixels(run(lora_engine))
