@@ -133,6 +133,30 @@ def job_progress(*, job_id, step: int, total_steps: int, elapsed: float, preview
     )
 
 
+def training_progress(*, job_id, step: int, total_steps: int, loss: float | None, elapsed: float,
+                      eta: float | None, phase: str = "train") -> None:
+    """A training step finished (the worker sends at most a few a second). `phase` is "train", or
+    "class_images" while DreamBooth makes its prior images; `eta` is seconds left, or None."""
+    send_event(
+        job_group(job_id),
+        {
+            "type": "training.progress",
+            "job_id": str(job_id),
+            "step": step,
+            "total_steps": total_steps,
+            "loss": None if loss is None else float(loss),
+            "elapsed": round(elapsed, 2),
+            "eta": None if eta is None else round(eta, 1),
+            "phase": phase,
+        },
+    )
+
+
+def training_samples(*, job_id, step: int) -> None:
+    """New sample images of a training at `step`, sent once they are recorded (Training.samples)."""
+    send_event_on_commit(job_group(job_id), {"type": "training.samples", "job_id": str(job_id), "step": step})
+
+
 def image_added(*, images) -> None:
     """New images (a finished job's): to their owner's gallery and, for team images, the team's.
 

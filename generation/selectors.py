@@ -70,10 +70,13 @@ def queue_position(job: Job) -> int | None:
     my k-1 earlier ones and, of every other user, up to k jobs if they come before me in a round
     (else up to k-1), however recently they were queued. An estimate: jobs submitted later by a
     user who comes before me in the rotation can still move ahead.
+
+    Counted among the jobs of its own kind: a worker runs waiting generation jobs between a
+    training's steps, and trainings have their own queue (docs/fine-tuning.md, "Training jobs").
     """
     if job.state != JobState.QUEUED:
         return None
-    queued = Job.objects.filter(state=JobState.QUEUED)
+    queued = Job.objects.filter(state=JobState.QUEUED, kind=job.kind)
     my_turn = queued.filter(user_id=job.user_id, created_at__lt=job.created_at).count() + 1
     others = {
         user_id: (waiting, oldest)

@@ -51,6 +51,8 @@ def _initial_from_job(request: HttpRequest) -> dict:
         job = selectors.job_for_user(request.user, job_id)
     except (Job.DoesNotExist, ValidationError, ValueError):
         return {}
+    if job.is_training:  # a training's settings are not a picture's
+        return {}
     initial = {
         "prompt": job.prompt, "negative_prompt": job.negative_prompt, "steps": job.steps,
         "guidance_scale": job.guidance_scale, "sampler": job.sampler, "num_images": job.num_images,

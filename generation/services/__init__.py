@@ -7,6 +7,7 @@ and comes back can never finish a job a second time.
     jobs.py     submit, cancel, delete (web side); what a job costs
     images.py   favourite, delete one image (its files go after commit; credits stay)
     queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
+    training.py a training job: submit, price; checkpoints, losses, samples, succeed/cancelled/fail
     sweeps.py   expired leases and stranded queues (beat)
     recovery.py leases of workers known to be dead (a worker restarted on their host)
     teams.py    team changes that cancel jobs on the team wallet and close sockets
@@ -139,4 +140,28 @@ from generation.services.loras import (  # noqa: E402
 __all__ += [
     "LoraRefused", "lora_create_from_bytes", "lora_delete", "lora_import", "lora_rename", "lora_share_with_team",
     "lora_unshare",
+]
+
+# Training jobs: submit, price, and the worker's lease-fenced writes (docs/fine-tuning.md, "Training jobs").
+from generation.services.training import (  # noqa: E402
+    TrainingImageInput,
+    TrainingRefused,
+    training_checkpoint_saved,
+    training_cost,
+    training_fail,
+    training_mark_cancelled,
+    training_record_losses,
+    training_resume_point,
+    training_samples_saved,
+    training_spec,
+    training_submit,
+    training_succeed,
+)
+
+training_cancel = job_cancel  # a queued training stops at once, a running one at its next step
+
+__all__ += [
+    "TrainingImageInput", "TrainingRefused", "training_cancel", "training_checkpoint_saved", "training_cost",
+    "training_fail", "training_mark_cancelled", "training_record_losses", "training_resume_point",
+    "training_samples_saved", "training_spec", "training_submit", "training_succeed",
 ]

@@ -17,7 +17,7 @@ from accounts.models import Membership
 from billing import selectors as billing_selectors
 from billing import services as billing
 from generation import events
-from generation.models import Image, Job, JobNotDeletable, JobState
+from generation.models import Image, Job, JobKind, JobNotDeletable, JobState, Training
 from generation.selectors import model_info
 from generation.services import wakeup
 from generation.services.files import files_delete_now, files_delete_on_commit
@@ -141,7 +141,15 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
 @transaction.atomic
 def job_cancel(*, job: Job) -> Job:
     """Cancel a queued job at once; ask the worker of a running one to stop at its next step."""
-    if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+    if job.kind == JobKind.TRAIN and (locked := Job.objects.select_for_update().filter(
+            pk=job.pk, state=JobState.QUEUED, training__checkpoint_step__gt=0).first()):
+        # A training queued again after its worker died: it keeps (and pays for) its checkpoint.
+        from generation.services.training import settle_cancelled_training
+
+        settle_cancelled_training(locked, error="Cancelled while waiting to resume; the LoRA of its last "
+                                                "checkpoint is kept.")
+        job.refresh_from_db()
+    elif Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
         state=JobState.CANCELLED, finished_at=timezone.now(), error="Cancelled before it started."
     ):
         job.refresh_from_db()
@@ -169,5 +177,9 @@ def job_delete(*, job: Job) -> None:
         raise JobNotDeletable("This job still has credits on hold; run `manage.py billing_check`.")
     files = [name for image in locked.images.all() for name in (image.file.name, image.thumbnail.name)]
     files += [name for name in (locked.source_file.name, locked.mask_file.name) if name]
+    if locked.kind == JobKind.TRAIN and (training := Training.objects.filter(pk=locked.pk).first()):
+        files += [image.file.name for image in training.images.all()]
+        files += [training.checkpoint_file.name, training.checkpoint_lora_file.name]
+        files += [name for entry in training.samples or [] for name in entry.get("files", [])]
     locked.delete()
     files_delete_on_commit(files)

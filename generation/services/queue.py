@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from billing import services as billing
 from generation import events, permissions
-from generation.models import Image, Job, JobState
+from generation.models import Image, Job, JobKind, JobState
 
 
 class LeaseLost(Exception):
@@ -42,8 +42,9 @@ def lease_expiry():
     return timezone.now() + timedelta(seconds=settings.STUDIO_JOB_LEASE_SECONDS)
 
 
-def _next_candidate() -> Job | None:
-    """Fair share: the user with the fewest running jobs, then the one served longest ago."""
+def _next_candidate(kinds) -> Job | None:
+    """Fair share: the user with the fewest running jobs, then the one served longest ago (over
+    every kind: a user's running training counts against their next generation, and back)."""
     running = (
         Job.objects.filter(user=OuterRef("user"), state=JobState.RUNNING)
         .values("user").annotate(n=Count("pk")).values("n")
@@ -53,7 +54,7 @@ def _next_candidate() -> Job | None:
         .order_by("-started_at").values("started_at")[:1]
     )
     return (
-        Job.objects.filter(state=JobState.QUEUED)
+        Job.objects.filter(state=JobState.QUEUED, kind__in=kinds)
         .annotate(user_running=Coalesce(Subquery(running), 0), user_last_started=Subquery(last_started))
         .order_by("user_running", F("user_last_started").asc(nulls_first=True), "created_at")
         .only("pk")
@@ -61,14 +62,15 @@ def _next_candidate() -> Job | None:
     )
 
 
-def job_claim_next(*, worker_id: str) -> Lease | None:
-    """Take the next queued job for this worker, or None when the queue is empty.
+def job_claim_next(*, worker_id: str, kinds=(JobKind.GENERATE,)) -> Lease | None:
+    """Take the next queued job of one of `kinds` for this worker, or None when there is none.
+    A worker asks for the kinds it runs (generation.worker derives them from its Celery queues).
 
     The claim is a conditional UPDATE (state must still be QUEUED), so two workers racing for the
     same job cannot both win, on SQLite or PostgreSQL, without row locks.
     """
     for _ in range(10):
-        candidate = _next_candidate()
+        candidate = _next_candidate(list(kinds))
         if candidate is None:
             return None
         with transaction.atomic():

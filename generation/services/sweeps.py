@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from billing import services as billing
 from generation import events
-from generation.models import Job, JobState
-from generation.services import wakeup
+from generation.models import Job, JobKind, JobState
+from generation.services import training, wakeup
 from generation.services.queue import finish
 
 logger = logging.getLogger(__name__)
@@ -21,29 +21,36 @@ logger = logging.getLogger(__name__)
 def jobs_sweep_expired() -> dict[str, int]:
     """Jobs whose worker stopped renewing its lease: run them again, or give up with a reason."""
     counts = {"requeued": 0, "failed": 0, "cancelled": 0}
-    expired_ids = list(
-        Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=timezone.now()).values_list("pk", flat=True)
+    expired = list(
+        Job.objects.filter(state=JobState.RUNNING, lease_expires_at__lt=timezone.now()).values_list("pk", "kind")
     )
-    for job_id in expired_ids:
+    requeued_kinds = set()
+    for job_id, kind in expired:
         outcome = _sweep_one(job_id)
         if outcome:
             counts[outcome] += 1
-    if counts["requeued"]:
-        wakeup.wake_workers()
+        if outcome == "requeued":
+            requeued_kinds.add(kind)
+    if requeued_kinds:
+        wakeup.wake_workers(kinds=sorted(requeued_kinds))
     return counts
 
 
 def jobs_wake_if_stranded() -> bool:
     """Wake a worker when jobs wait and nothing runs: their wake-up message was lost (the broker
     was briefly down at submit time). Otherwise they would wait for the next submit or a worker
-    restart. Jobs waiting behind a running one are left to the busy worker's claim loop."""
+    restart. Jobs waiting behind a running one are left to the busy worker's claim loop.
+    Per kind: generation and training workers may be separate (their own Celery queues)."""
     waiting_since = timezone.now() - timedelta(seconds=2 * settings.STUDIO_SWEEP_INTERVAL_SECONDS)
-    stranded = (Job.objects.filter(state=JobState.QUEUED, created_at__lt=waiting_since).exists()
-                and not Job.objects.filter(state=JobState.RUNNING).exists())
+    stranded = [
+        kind for kind in JobKind.values
+        if Job.objects.filter(state=JobState.QUEUED, kind=kind, created_at__lt=waiting_since).exists()
+        and not Job.objects.filter(state=JobState.RUNNING, kind=kind).exists()
+    ]
     if stranded:
-        logger.warning("Jobs are queued but none is running: waking a worker")
-        wakeup.wake_workers()
-    return stranded
+        logger.warning("Jobs (%s) are queued but none of them is running: waking a worker", ", ".join(stranded))
+        wakeup.wake_workers(kinds=stranded)
+    return bool(stranded)
 
 
 @transaction.atomic
@@ -56,14 +63,20 @@ def _sweep_one(job_id) -> str | None:
     if job is None:
         return None  # renewed or finished in the meantime
     if job.cancel_requested:
+        if job.kind == JobKind.TRAIN:  # charged for its last checkpoint, whose LoRA it keeps
+            training.settle_cancelled_training(job, error="Cancelled; its worker had stopped responding.")
+            return "cancelled"
         billing.credits_release(subject=job.billing_subject, reason="Job cancelled")
         finish(job, state=JobState.CANCELLED, error="Cancelled; its worker had stopped responding.")
         return "cancelled"
     if job.attempts >= settings.STUDIO_JOB_MAX_ATTEMPTS:
         reason = f"The worker stopped responding {job.attempts} times; gave up."
         billing.credits_release(subject=job.billing_subject, reason=reason)
+        if job.kind == JobKind.TRAIN:
+            training.drop_checkpoint_of_failed(job)
         finish(job, state=JobState.FAILED, error=reason)
         return "failed"
+    # A training keeps its checkpoint (Training.checkpoint_*): the next attempt resumes from it.
     logger.warning("Job %s lost its worker %s (attempt %s); queueing it again", job.pk, job.lease_owner, job.attempts)
     Job.objects.filter(pk=job.pk).update(
         state=JobState.QUEUED, lease_owner="", lease_expires_at=None, progress_step=0
