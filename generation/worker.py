@@ -1,7 +1,11 @@
-"""The GPU worker's loop: claim a job, run the engine, store the images, finish the job.
+"""The GPU worker's loop: claim a job, run the engine (or the trainer), store the results, finish the job.
 
 Runs inside the Celery worker process (one per GPU, --pool=solo), the only process that imports
 the engine and therefore torch. The engine is loaded once and kept warm.
+
+Which kinds of job a worker runs follows from the Celery queues it consumes: `gpu` generation,
+`training` trainings (docs/deploy.md). A worker that runs both lets waiting generation jobs run
+inside a training's pause points, so a long training never holds up someone's picture.
 """
 
 from __future__ import annotations
@@ -22,12 +26,23 @@ from PIL import Image as PILImage
 
 from generation import events, selectors, services
 from generation.engine.contracts import GeneratedImage
-from generation.models import Job
+from generation.models import Job, JobKind
 from generation.selectors import model_path
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 0.5
+TRAINING_HEARTBEAT_SECONDS = 2.0  # a training's lease renewal, with the losses since the last one
+TRAINING_EVENT_SECONDS = 0.25  # at most 4 progress events a second
 THUMBNAIL_SIZE = 256
+QUEUE_KINDS = {"gpu": JobKind.GENERATE, "training": JobKind.TRAIN}  # Celery queue -> the kind it runs
+consumed_queues: set[str] = set()  # set by generation.tasks when the Celery worker is ready
+
+
+def worker_kinds() -> tuple[str, ...]:
+    """The job kinds this worker runs: those of the Celery queues it consumes (generation only
+    when it is not a Celery worker, as in tests that call process_available_jobs)."""
+    queues = consumed_queues or {"gpu"}
+    return tuple(kind for queue, kind in QUEUE_KINDS.items() if queue in queues)
 
 
 @lru_cache(maxsize=1)
@@ -81,25 +96,32 @@ def engine():
     return loaded
 
 
-def process_available_jobs() -> int:
-    """Run queued jobs until the queue is empty. Safe to call any number of times."""
-    engine()  # load before claiming, so model loading never eats into a job's lease
+def process_available_jobs(kinds: tuple[str, ...] | None = None) -> int:
+    """Run queued jobs of this worker's kinds until there are none. Safe to call any number of times."""
+    kinds = tuple(kinds or worker_kinds())
+    if JobKind.GENERATE in kinds:
+        engine()  # load before claiming, so model loading never eats into a job's lease
     done = 0
-    while lease := services.job_claim_next(worker_id=worker_id()):
-        run_job(lease)
+    while lease := services.job_claim_next(worker_id=worker_id(), kinds=kinds):
+        if Job.objects.filter(pk=lease.job_id).values_list("kind", flat=True).get() == JobKind.TRAIN:
+            run_training(lease, run_generation_in_pauses=JobKind.GENERATE in kinds)
+        else:
+            run_job(lease)
         done += 1
     return done
 
 
 class StepReporter:
-    """The engine's on_step/should_cancel hooks: live progress out, heartbeats and cancel in."""
+    """The engine's on_step/should_cancel hooks: live progress out, heartbeats and cancel in.
+    `keep_alive` (a training this job runs inside of) is called at every heartbeat too."""
 
-    def __init__(self, lease: services.Lease):
+    def __init__(self, lease: services.Lease, keep_alive=None):
         self.lease = lease
         self.started = time.monotonic()
         self.last_heartbeat = 0.0
         self.cancel = False
         self.lease_lost = False
+        self.keep_alive = keep_alive
 
     def on_step(self, update) -> None:
         preview = None
@@ -115,6 +137,8 @@ class StepReporter:
 
     def heartbeat(self, step: int) -> None:
         self.last_heartbeat = time.monotonic()
+        if self.keep_alive is not None:
+            self.keep_alive()
         try:
             self.cancel = services.job_heartbeat(lease=self.lease, progress_step=step) or self.cancel
         except services.LeaseLost:
@@ -125,9 +149,9 @@ class StepReporter:
         return self.cancel
 
 
-def run_job(lease: services.Lease) -> None:
+def run_job(lease: services.Lease, keep_alive=None) -> None:
     job = Job.objects.get(pk=lease.job_id)
-    reporter = StepReporter(lease)
+    reporter = StepReporter(lease, keep_alive)
     reporter.heartbeat(0)  # picks up a cancel that arrived between claim and start
     try:
         if reporter.cancel:
@@ -189,3 +213,147 @@ def store_image(job: Job, index: int, image: GeneratedImage) -> services.StoredI
         index=index, seed=image.seed, width=image.width, height=image.height, file_name=file_name,
         thumbnail_name=thumbnail_name, infotext=image.infotext,
     )
+
+
+# --- Trainings ----------------------------------------------------------------------------------
+
+class TrainingReporter:
+    """The trainer's hooks for one attempt: progress events (at most 4 a second), the lease renewed
+    with the losses since the last renewal (TRAINING_HEARTBEAT_SECONDS), checkpoints and samples
+    stored through the lease-fenced services, cancel in, and waiting generation jobs run in its
+    pause points (while this training's lease is kept alive)."""
+
+    def __init__(self, lease: services.Lease, *, total_steps: int, resumed_at: int, run_generation: bool):
+        self.lease = lease
+        self.total_steps = total_steps
+        self.resumed_at = resumed_at
+        self.run_generation = run_generation
+        self.started = time.monotonic()
+        self.last_heartbeat = 0.0
+        self.last_event = 0.0
+        self.step = resumed_at
+        self.pending: list[tuple[int, float]] = []
+        self.cancel = False
+        self.lease_lost = False
+        self.generation_jobs_run = 0
+
+    def _fenced(self, service, **kwargs):
+        if self.lease_lost:
+            return None
+        try:
+            return service(lease=self.lease, **kwargs)
+        except services.LeaseLost:
+            logger.warning("Lost the lease on training %s; stopping", self.lease.job_id)
+            self.lease_lost = self.cancel = True
+            return None
+
+    def heartbeat(self) -> None:
+        """Renew the lease (progress, cancel) and record the losses since the last renewal."""
+        self.last_heartbeat = time.monotonic()
+        cancel = self._fenced(services.job_heartbeat, progress_step=self.step)
+        self.cancel = bool(cancel) or self.cancel
+        pending, self.pending = self.pending, []
+        if pending:
+            self._fenced(services.training_record_losses, losses=pending)
+
+    def keep_alive(self) -> None:
+        if time.monotonic() - self.last_heartbeat >= TRAINING_HEARTBEAT_SECONDS:
+            self.heartbeat()
+
+    def eta(self) -> float | None:
+        done = self.step - self.resumed_at
+        if done <= 0:
+            return None
+        return (time.monotonic() - self.started) / done * (self.total_steps - self.step)
+
+    def on_step(self, update) -> None:
+        now = time.monotonic()
+        if update.phase == "train":
+            self.step = update.step
+            self.pending.append((update.step, update.loss))
+        if update.samples:
+            if self._fenced(services.training_samples_saved, step=update.step, pngs=list(update.samples)) is None:
+                logger.warning("Samples of training %s at step %s were not kept", self.lease.job_id, update.step)
+        if now - self.last_event >= TRAINING_EVENT_SECONDS or update.step == update.total_steps:
+            self.last_event = now
+            train = update.phase == "train"
+            events.training_progress(
+                job_id=self.lease.job_id, step=update.step, total_steps=update.total_steps,
+                loss=update.loss if train else None, elapsed=now - self.started,
+                eta=self.eta() if train else None, phase=update.phase,
+            )
+        self.keep_alive()
+
+    def on_checkpoint(self, checkpoint) -> None:
+        self.heartbeat()  # the losses up to the checkpoint first
+        self._fenced(services.training_checkpoint_saved, checkpoint=checkpoint)
+
+    def should_cancel(self) -> bool:
+        return self.cancel
+
+    def pause_point(self) -> None:
+        """Run the generation jobs that wait now (one user's training never holds up anyone's
+        pictures), renewing this training's lease between and during them."""
+        self.keep_alive()
+        if not self.run_generation or self.cancel:
+            return
+        while lease := services.job_claim_next(worker_id=worker_id(), kinds=(JobKind.GENERATE,)):
+            run_job(lease, keep_alive=self.keep_alive)
+            self.generation_jobs_run += 1
+            self.keep_alive()
+
+
+def _pin_torch_threads() -> None:
+    """A training-only worker never loads the Engine, which sizes torch's threads otherwise."""
+    from generation.engine.engine import set_torch_threads
+
+    set_torch_threads(settings.STUDIO_TORCH_THREADS)
+
+
+def run_training(lease: services.Lease, *, run_generation_in_pauses: bool = False) -> None:
+    """One attempt at a training: resume from its last checkpoint if it has one, train, and finish
+    it through the lease-fenced services (a swept attempt's results are dropped)."""
+    from generation.engine.training.finetune import Trainer  # torch, worker only
+
+    job = Job.objects.select_related("training").get(pk=lease.job_id)
+    try:
+        spec = services.training_spec(job)
+        resume = services.training_resume_point(job)
+    except Exception as error:
+        logger.exception("Training %s could not start", job.pk)
+        _finish_quietly(services.training_fail, lease=lease, reason=f"{type(error).__name__}: {error}"[:1000])
+        return
+    resumed_at = resume.step if resume is not None else 0
+    if resume is not None:
+        logger.info("Training %s resumes from its checkpoint at step %d (attempt %d)", job.pk, resumed_at,
+                    lease.attempt)
+    else:
+        logger.info("Training %s starts (attempt %d)", job.pk, lease.attempt)
+    reporter = TrainingReporter(lease, total_steps=job.steps, resumed_at=resumed_at,
+                                run_generation=run_generation_in_pauses)
+    reporter.heartbeat()  # picks up a cancel that arrived between claim and start
+    try:
+        if reporter.cancel:
+            result = None
+        else:
+            _pin_torch_threads()
+            result = Trainer(device=settings.STUDIO_TRAINING_DEVICE or None).run(
+                spec, resume=resume, on_step=reporter.on_step, on_checkpoint=reporter.on_checkpoint,
+                should_cancel=reporter.should_cancel, pause_point=reporter.pause_point,
+                pause_every_s=settings.STUDIO_TRAINING_PAUSE_SECONDS,
+            )
+    except Exception as error:  # the trainer failed on this job: fail it with the reason, keep the worker
+        logger.exception("Training %s failed", job.pk)
+        if not reporter.lease_lost:
+            _finish_quietly(services.training_fail, lease=lease, reason=f"{type(error).__name__}: {error}"[:1000])
+        return
+    if reporter.lease_lost:
+        logger.warning("Training %s was taken over; this attempt's result is dropped", job.pk)
+        return
+    if result is None or result.interrupted:
+        _finish_quietly(services.training_mark_cancelled, lease=lease)
+        return
+    reporter.heartbeat()  # the last losses
+    _finish_quietly(services.training_succeed, lease=lease, result=result)
+    logger.info("Training %s finished: %d steps in %.1fs (%d generation jobs ran in its pauses)", job.pk,
+                result.steps_done, result.seconds, reporter.generation_jobs_run)

@@ -164,6 +164,7 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "generation.tasks.process_queue": {"queue": "gpu"},
+    "generation.tasks.process_training_queue": {"queue": "training"},
     "generation.tasks.sweep_expired_jobs": {"queue": "default"},
 }
 # Waking a worker is only a hint (the job is safe in the database, and beat wakes a stranded
@@ -181,6 +182,10 @@ STUDIO_JOB_LEASE_SECONDS = int(os.environ.get("STUDIO_JOB_LEASE_SECONDS", "60"))
 STUDIO_JOB_MAX_ATTEMPTS = int(os.environ.get("STUDIO_JOB_MAX_ATTEMPTS", "3"))
 STUDIO_SWEEP_INTERVAL_SECONDS = float(os.environ.get("STUDIO_SWEEP_INTERVAL_SECONDS", "15"))
 STUDIO_PREVIEW_INTERVAL_SECONDS = float(os.environ.get("STUDIO_PREVIEW_INTERVAL_SECONDS", "0.1"))
+# Trainings (docs/fine-tuning.md): the trainer's device (empty: the engine's choice) and how often,
+# at most, a training pauses to let waiting generation jobs run on a worker that runs both.
+STUDIO_TRAINING_DEVICE = os.environ.get("STUDIO_TRAINING_DEVICE", "")
+STUDIO_TRAINING_PAUSE_SECONDS = float(os.environ.get("STUDIO_TRAINING_PAUSE_SECONDS", "2"))
 # The worker's torch CPU threads. 1 by default: in the embedded run it shares the CPU with daphne and
 # Redis, and more threads than free cores spin (docs/benchmarks.md). 0 or empty: torch's default.
 STUDIO_TORCH_THREADS = int(os.environ.get("STUDIO_TORCH_THREADS", "1") or 0)

@@ -51,7 +51,7 @@ def planned_children(python: str) -> list[tuple[str, list[str]]]:
     port = os.environ.get("STUDIO_PORT", "8000")
     return [
         ("web", [python, "-m", "daphne", "-b", host, "-p", port, "studio.asgi:application"]),
-        ("worker", [python, "-m", "celery", "-A", "studio", "worker", "-Q", "gpu,default", "--pool=solo",
+        ("worker", [python, "-m", "celery", "-A", "studio", "worker", "-Q", "gpu,training,default", "--pool=solo",
                     "--concurrency=1", "-n", "gpu@%h", "--loglevel=INFO"]),
         ("beat", [python, "-m", "celery", "-A", "studio", "beat", "--loglevel=INFO",
                   "-s", str(var_dir() / "celerybeat-schedule")]),

@@ -119,11 +119,11 @@ class LiveStack:
         wait_for(answering, 30, "daphne to listen")
         return proc
 
-    def start_worker(self) -> StackProcess:
+    def start_worker(self, queues: str = "gpu,training,default") -> StackProcess:
         self.worker_count += 1
         name = f"worker{self.worker_count}"
         proc = self._process(name, [
-            sys.executable, "-m", "celery", "-A", "studio", "worker", "-Q", "gpu,default", "--pool=solo",
+            sys.executable, "-m", "celery", "-A", "studio", "worker", "-Q", queues, "--pool=solo",
             "--concurrency=1", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO",
         ])
 
