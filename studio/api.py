@@ -1,8 +1,9 @@
-"""The REST API: one NinjaAPI mounted at /api/v1/ (studio/urls.py), a router per app.
+"""The REST API: one NinjaAPI (studio/urls.py mounts it at the root), a router per app.
 
-    accounts.api    /me, and the shared vocabulary: problem details, scopes
-    billing.api     /balance, /usage
-    generation.api  /models, /samplers
+    accounts.api          /api/v1/me, and the shared vocabulary: problem details, scopes
+    billing.api           /api/v1/balance, /api/v1/usage
+    generation.api        /api/v1/models, /api/v1/samplers, /api/v1/generations
+    generation.api.a1111  /sdapi/v1/...: AUTOMATIC1111's dialect
 
 Authentication is an API key (accounts.ApiKey): `Authorization: Bearer sk_live_...`, or HTTP
 Basic with the key as the password (what AUTOMATIC1111's `--api-auth` clients send). No session,
@@ -37,6 +38,7 @@ from accounts.api import router as accounts_router
 from accounts.selectors import api_key_authenticate
 from billing.api import router as billing_router
 from generation.api import router as generation_router
+from generation.api.a1111 import router as a1111_router
 
 log = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -192,12 +194,16 @@ api = StudioAPI(
     ),
     auth=[ApiKeyBearer(), ApiKeyBasic()],
     urls_namespace="api",
-    docs_url="/docs",
-    openapi_url="/openapi.json",
+    docs_url="/api/v1/docs",
+    openapi_url="/api/v1/openapi.json",
 )
-api.add_router("", accounts_router)
-api.add_router("", billing_router)
-api.add_router("", generation_router)
+# Mounted at the site's root (studio/urls.py) so one API object serves both dialects: its own
+# under /api/v1/ and AUTOMATIC1111's under /sdapi/v1/. (ninja's root view at "" is never reached:
+# the home page comes first.)
+api.add_router("/api/v1/", accounts_router)
+api.add_router("/api/v1/", billing_router)
+api.add_router("/api/v1/", generation_router)
+api.add_router("/sdapi/v1/", a1111_router)
 
 
 @api.exception_handler(ApiProblem)
@@ -252,6 +258,9 @@ def _server_error(request, exc):
 
 def api_not_found(request, rest: str = ""):
     return problem_response(request, "not-found", f"No API endpoint at {request.path}; see /api/v1/docs.")
+
+
+API_PATHS = r"^(api|sdapi)/"  # studio/urls.py answers unknown paths under these with api_not_found
 
 
 def problem_type_page(request, slug: str):

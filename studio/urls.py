@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 
 from generation import pricing_views
 from generation import views as generation_views
-from studio.api import api, api_not_found, problem_type_page
+from studio.api import API_PATHS, api, api_not_found, problem_type_page
 
 urlpatterns = [
     path("", generation_views.home, name="home"),
@@ -12,9 +12,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("billing/", include("billing.urls")),
     path("pricing/", pricing_views.pricing, name="pricing"),
-    path("api/v1/", api.urls),
     path("api/problems/<slug:slug>", problem_type_page, name="api_problem"),
-    re_path(r"^api/(?P<rest>.*)$", api_not_found),  # unknown routes under /api/ answer problem+json too
+    path("", api.urls),  # /api/v1/... and /sdapi/v1/... (studio/api.py)
+    re_path(API_PATHS, api_not_found),  # unknown routes under /api/ and /sdapi/ answer problem+json too
     path("", include("generation.urls")),
     path("favicon.ico", RedirectView.as_view(url="/static/favicon.svg", permanent=True)),
 ]

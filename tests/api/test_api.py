@@ -185,3 +185,21 @@ def test_the_docs_page_uses_local_files_only(client):
         assert "src=" in tag or 'type="application/json"' in tag
     assert client.get("/static/ninja/swagger-ui-bundle.js").status_code == 200
     json.loads(html.split('id="swagger-settings">', 1)[1].split("</script>", 1)[0])
+
+
+def test_the_a1111_dialect_reads_the_model_samplers_and_options_with_api_auth(client, keyed):
+    _, _, token = keyed
+    basic = {"HTTP_AUTHORIZATION": "Basic " + base64.b64encode(f"user:{token}".encode()).decode()}
+    models = client.get("/sdapi/v1/sd-models", **basic).json()
+    title = models[0]["title"]
+    assert title == f"{models[0]['model_name']} [{models[0]['hash']}]"
+    samplers = client.get("/sdapi/v1/samplers", **basic).json()
+    assert {"name": "Euler a", "aliases": ["euler_a"], "options": {}} in samplers
+    assert client.get("/sdapi/v1/options", **basic).json()["sd_model_checkpoint"] == title
+    refused = client.post("/sdapi/v1/options", data={"sd_model_checkpoint": "x"}, content_type="application/json",
+                          **basic)
+    assert "shared server" in assert_problem(refused, 403, "forbidden")["detail"]
+    assert_problem(client.get("/sdapi/v1/sd-models"), 401, "unauthorized")
+    assert_problem(client.post("/sdapi/v1/txt2img", **basic), 404, "not-found")  # not in this pass
+    home = client.get("/")
+    assert home.status_code == 200 and home["Content-Type"].startswith("text/html")  # the home page, not the API root
