@@ -27,6 +27,12 @@ def test_the_pricing_page_is_public_and_charges_what_the_web_charges(client):
     assert cells == [generation.job_cost(width=w, height=h, steps=s, num_images=1) for s in (10, 20, 30, 50)]
     assert cells[-1] > cells[0] >= 1
     assert "Starter" in html and "$5.00" in html
+    quick = re.search(r"<th scope=\"row\">Quick</th><td>150</td>(.*?)</tr>", html).group(1)
+    side = min(w, h)
+    assert [int(c.replace(",", "")) for c in re.findall(r"<td>([\d,]+)</td>", quick)] == [
+        generation.training_cost(method="lora", steps=150, resolution=side, num_images=10, train_text_encoder=te)
+        for te in (False, True)
+    ]
 
 
 # --- API keys pages -----------------------------------------------------------------------------
