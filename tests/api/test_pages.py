@@ -115,3 +115,19 @@ def test_team_keys_page_is_for_team_admins(client):
     client.force_login(owner)
     assert client.get(f"/billing/keys/{key.pk}/").status_code == 200
     assert client.post(f"/billing/keys/{key.pk}/revoke/")["Location"] == url
+
+
+def test_the_pages_need_no_inline_script_or_style(client):
+    """Under the site's Content-Security-Policy (script-src/style-src 'self'): the Copy button is
+    static/js/api-keys.js, the chart is plain SVG."""
+    inline_script = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.I)
+    style_attribute = re.compile(r"<[^>]+\sstyle=", re.I)
+    user = make_user()
+    key, _ = accounts.api_key_create(actor=user, name="k", scopes=["generate"])
+    client.force_login(user)
+    pages = [client.post("/billing/keys/", {"name": "n", "scopes": ["generate"]}), client.get("/billing/keys/"),
+             client.get(f"/billing/keys/{key.pk}/"), client.get("/pricing/")]
+    for page in pages:
+        html = page.content.decode()
+        assert page.status_code == 200 and not inline_script.findall(html) and not style_attribute.findall(html)
+    assert "js/api-keys.js" in pages[0].content.decode()
