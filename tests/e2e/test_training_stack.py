@@ -1,5 +1,5 @@
 """A training on the real stack (a Celery worker of the default queues gpu,training,default, Redis,
-the test database, the real trainer on the tiny test model at 64 px): a generation job submitted
+the test database, the real trainer on the tiny test model at 64 px, 120 steps): a generation job submitted
 while it trains starts within 10 s (the worker runs it in a pause point); SIGKILL the worker after
 a checkpoint, start a new one, and the training resumes from that checkpoint (not from step 0) and
 finishes with its credits captured exactly once."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from tests.live_stack import LiveStack, database_url_for, stack_environment, wai
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-STEPS, CHECKPOINT_EVERY = 80, 10
+STEPS, CHECKPOINT_EVERY, SAMPLE_EVERY = 120, 10, 60  # long enough to still run at the kill on a fast CPU
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
@@ -50,19 +51,33 @@ def stack(request):
             print(live.logs())
 
 
+class Timeline:
+    def __init__(self):
+        self.start = time.monotonic()
+        self.marks = []
+
+    def mark(self, name):
+        now = time.monotonic()
+        self.marks.append((name, now - self.start))
+        self.start = now
+
+
 def fresh(model, pk):
     return model.objects.get(pk=pk)
 
 
 def test_a_training_yields_to_generation_survives_a_sigkill_by_resuming_and_is_charged_once(stack):
+    timeline = Timeline()
     first_worker = stack.start_worker()  # gpu,training,default: the embedded studio's worker
+    timeline.mark("worker up")
     user = make_user(credits=100)
     images = [services.TrainingImageInput(png=png((60 * i, 120, 200)), caption=f"a zwx shape {i}") for i in range(3)]
     training = services.training_submit(user=user, name="zwx-shape", images=images, spec_fields={
         "method": "lora", "steps": STEPS, "rank": 4, "learning_rate": 1e-3, "resolution": 64,
-        "checkpoint_every": CHECKPOINT_EVERY, "sample_every": 0})
+        "checkpoint_every": CHECKPOINT_EVERY, "sample_every": SAMPLE_EVERY, "validation_prompts": ["a zwx shape"]})
 
     wait_for(lambda: fresh(Job, training.pk).progress_step > 0, 90, "the training to take its first steps")
+    timeline.mark("training stepping")
 
     # Another user's picture while it trains: it starts within 10 s and finishes mid-training.
     other = make_user(credits=50)
@@ -74,14 +89,18 @@ def test_a_training_yields_to_generation_survives_a_sigkill_by_resuming_and_is_c
     assert picture.state == JobState.SUCCEEDED and picture.images.count() == 1
     assert waited < 10
     assert fresh(Job, training.pk).state == JobState.RUNNING  # it ran in one of the training's pauses
+    timeline.mark("generation done")
 
     # SIGKILL the worker once a checkpoint is stored, mid-training.
     wait_for(lambda: fresh(Training, training.pk).checkpoint_step >= CHECKPOINT_EVERY, 60, "a checkpoint")
     first_worker.kill()
     killed = fresh(Training, training.pk)
     assert fresh(Job, training.pk).state == JobState.RUNNING and killed.checkpoint_step < STEPS
+    timeline.mark("checkpoint, SIGKILL")
     second_worker = stack.start_worker()
+    timeline.mark("second worker up")
     wait_for(lambda: fresh(Job, training.pk).state in FINAL_STATES, 120, "the training to finish")
+    timeline.mark("resumed and finished")
 
     job = fresh(Job, training.pk)
     assert job.state == JobState.SUCCEEDED, job.error
@@ -99,3 +118,5 @@ def test_a_training_yields_to_generation_survives_a_sigkill_by_resuming_and_is_c
     assert sorted(entries) == sorted([(EntryKind.RESERVE, job.cost), (EntryKind.CAPTURE, job.cost)])
     assert wallet_balance(user=user) == (100 - job.cost, 0)
     assert job.images.count() == 0
+    assert [entry["step"] for entry in done.samples] == [SAMPLE_EVERY, STEPS]  # stored, recorded once per step
+    print(f"phases: {', '.join(f'{name} {seconds:.1f}s' for name, seconds in timeline.marks)}")
