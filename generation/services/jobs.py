@@ -141,7 +141,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
 @transaction.atomic
 def job_cancel(*, job: Job) -> Job:
     """Cancel a queued job at once; ask the worker of a running one to stop at its next step."""
-    if job.kind == JobKind.TRAIN and (locked := Job.objects.select_for_update().filter(
+    if job.kind == JobKind.TRAIN and (locked := Job.objects.select_for_update(of=("self",)).filter(
             pk=job.pk, state=JobState.QUEUED, training__checkpoint_step__gt=0).first()):
         # A training queued again after its worker died: it keeps (and pays for) its checkpoint.
         from generation.services.training import settle_cancelled_training

@@ -172,6 +172,7 @@ def test_a_worker_claims_only_the_kinds_it_runs_and_image_lists_show_no_training
 
 # --- Settling the credits ------------------------------------------------------------------------
 
+@pytest.mark.database
 def test_success_creates_the_lora_and_captures_once_and_a_swept_attempt_cannot_finish_again():
     user = make_user(credits=100)
     job = submit(user)
