@@ -21,8 +21,8 @@ class JobAdmin(admin.ModelAdmin):
     through `services.job_delete`, which refuses while it holds credits (queued, running, or a
     hold not yet settled): deleting it then would strand them."""
 
-    list_display = ("id", "user", "state", "prompt", "width", "height", "steps", "num_images", "cost", "attempts", "created_at")
-    list_filter = ("state", "sampler", "model_name")
+    list_display = ("id", "user", "kind", "state", "prompt", "width", "height", "steps", "num_images", "cost", "attempts", "created_at")
+    list_filter = ("kind", "state", "sampler", "model_name")
     search_fields = ("id", "prompt", "user__email")
     readonly_fields = [*(field.name for field in Job._meta.fields), "credits"]
     inlines = [ImageInline]
