@@ -1,0 +1,156 @@
+"""Following one's own job through the API: N clients, each with its own key and its own queued job,
+poll GET /api/v1/generations/{id} at once against a real daphne on loopback.
+
+    .venv/bin/python benchmarks/api_progress_reads.py [--clients 100] [--seconds 15] [--interval 0.5]
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth); makes the database
+`studio_api_bench` if missing (--database), migrates and seeds it afresh each run. Rate limits are
+off for the run (each key polls at 1/interval per second, far under the defaults anyway). No worker
+runs, so every job stays queued and each read also computes its fair-share queue position, the
+dearest part of a progress read. Also times the same reads one client at a time (no contention),
+and prints median, p95 and max per mode. Target from issue 12: p95 under 50 ms with 100 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+
+def setup(database: str, var_dir: Path) -> dict:
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"DROP DATABASE IF EXISTS {database}"],
+                   check=True, capture_output=True)
+    subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {database}"],
+                   check=True, capture_output=True)
+    os.environ.update({
+        "STUDIO_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "studio.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}", "STUDIO_STATIC_FROM_FINDERS": "1",
+        "STUDIO_API_RATE_BURST": "0", "STUDIO_API_RATE_SUSTAINED": "0", "PYTHONUNBUFFERED": "1",
+    })
+    from studio.private_redis import ensure_redis_url
+
+    redis = ensure_redis_url(var_dir / "redis")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return {"redis": redis}
+
+
+def seed(clients: int) -> list[tuple[str, str]]:
+    from django.contrib.auth import get_user_model
+
+    from accounts import services as accounts
+    from billing.services import credits_adjust
+    from generation import services
+
+    staff = get_user_model().objects.create_user(username="bench-staff", email="staff@bench.example", is_staff=True)
+    pairs = []
+    for n in range(clients):
+        user = get_user_model().objects.create_user(username=f"bench{n}", email=f"bench{n}@bench.example")
+        credits_adjust(user=user, amount=100, actor=staff, reason="bench", idempotency_key=f"bench-{n}")
+        job = services.job_submit(user=user, prompt="a red circle", negative_prompt="", width=64, height=64, steps=4,
+                                  guidance_scale=7.0, sampler="euler", seed=n, num_images=1)
+        _, token = accounts.api_key_create(actor=user, name="bench", scopes=["read_images"])
+        pairs.append((str(job.pk), token))
+    return pairs
+
+
+def start_daphne(port: int, log: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "studio.asgi:application"],
+        cwd=BASE_DIR, env=dict(os.environ), stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1)
+            return process
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"daphne did not start:\n{log.read_text()[-2000:]}")
+
+
+def poll(base: str, pairs, *, seconds: float, interval: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    start = threading.Barrier(len(pairs))
+
+    def client(job_id: str, token: str) -> None:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        url = f"{base}/api/v1/generations/{job_id}"
+        start.wait()
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            began = time.perf_counter()
+            response = session.get(url, timeout=30)
+            took = time.perf_counter() - began
+            with lock:
+                latencies.append(took)
+                if response.status_code != 200 or response.json()["id"] != job_id:
+                    errors[0] += 1
+            time.sleep(max(interval - took, 0))
+
+    threads = [threading.Thread(target=client, args=pair) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors[0]
+
+
+def row(name: str, latencies: list[float], errors: int) -> str:
+    ms = sorted(x * 1000 for x in latencies)
+    p95 = ms[int(len(ms) * 0.95) - 1] if ms else float("nan")
+    return f"| {name} | {len(ms)} | {errors} | {statistics.median(ms):.1f} | {p95:.1f} | {ms[-1]:.1f} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--database", default="studio_api_bench")
+    args = parser.parse_args()
+    var_dir = Path(tempfile.mkdtemp(prefix="studio-api-bench-"))
+    started = setup(args.database, var_dir)
+    pairs = seed(args.clients)
+    from studio.private_redis import free_port
+
+    port = free_port()
+    daphne = start_daphne(port, var_dir / "daphne.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        alone = poll(base, pairs[:1], seconds=min(args.seconds, 5), interval=0)
+        together = poll(base, pairs, seconds=args.seconds, interval=args.interval)
+    finally:
+        daphne.terminate()
+        daphne.wait(10)
+        if started["redis"] is not None:
+            started["redis"].stop()
+    print(f"GET /api/v1/generations/{{id}}, {args.clients} queued jobs, PostgreSQL, one daphne, loopback")
+    print("| mode | requests | errors | median ms | p95 ms | max ms |")
+    print("|---|---|---|---|---|---|")
+    print(row("1 client, back to back", *alone))
+    print(row(f"{args.clients} clients, each every {args.interval} s", *together))
+
+
+if __name__ == "__main__":
+    main()
