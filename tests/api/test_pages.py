@@ -131,3 +131,15 @@ def test_the_pages_need_no_inline_script_or_style(client):
         html = page.content.decode()
         assert page.status_code == 200 and not inline_script.findall(html) and not style_attribute.findall(html)
     assert "js/api-keys.js" in pages[0].content.decode()
+
+
+def test_staff_find_keys_by_prefix_in_the_admin_without_the_hash(client):
+    staff = make_user()
+    staff.is_staff = staff.is_superuser = True
+    staff.save()
+    key, _ = accounts.api_key_create(actor=make_user(), name="bot", scopes=["generate"])
+    client.force_login(staff)
+    listing = client.get(f"/admin/accounts/apikey/?q={key.prefix}")
+    assert listing.status_code == 200 and key.prefix in listing.content.decode()
+    page = client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
+    assert key.prefix in page and key.secret_hash not in page
