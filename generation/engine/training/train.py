@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..preview_fit import decode_small, fit_latent_rgb, fit_preview_decoder, write_preview_decoder
 from . import dataset
+from .diffusion import autocast, noisy_and_target, per_sample_loss, snr, tokenize, use_plain_attention_on_cpu
 from .models import (
     LATENT_SIZE,
     assemble_pipeline,
@@ -96,11 +97,6 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _autocast(device, enabled: bool):
-    """bfloat16 autocast: about 2x faster on CPUs with AMX/AVX-512 BF16; weights stay float32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 # ----------------------------------------------------------------------------- VAE
 
 
@@ -117,7 +113,7 @@ def train_vae(vae, images_u8: torch.Tensor, args, device, gen: torch.Generator, 
         idx = torch.randint(0, n, (args.vae_batch,), generator=gen, device=device)
         ox, oy = (int(v) for v in torch.randint(0, full - crop + 1, (2,), generator=gen, device=device))
         x = images_u8[idx, :, oy:oy + crop, ox:ox + crop].float() / 127.5 - 1
-        with _autocast(device, args.bf16):
+        with autocast(device, args.bf16):
             post = vae.encode(x).latent_dist
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen, device=device)
             rec = vae.decode(z).sample.float()
@@ -140,7 +136,7 @@ def encode_all(vae, images_u8: torch.Tensor, device, bf16: bool, batch: int = 25
     means, stds = [], []
     for a in range(0, images_u8.shape[0], batch):
         x = images_u8[a:a + batch].to(device).float() / 127.5 - 1
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             d = vae.encode(x).latent_dist
         means.append(d.mean.float())
         stds.append(d.std.float())
@@ -169,15 +165,9 @@ def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, a
     from diffusers import DDPMScheduler
 
     sched = DDPMScheduler(**scheduler_kwargs())
-    acp = sched.alphas_cumprod.to(device)
-    snr = acp / (1 - acp).clamp(min=1e-8)
+    snr_table = snr(sched, device)
     unet.to(device).train()
-    if device.type == "cpu":
-        # Plain matmul attention: torch's CPU flash-attention backward is slow for these short
-        # sequences and small heads (it took 40% of a step); inference keeps the default.
-        from diffusers.models.attention_processor import AttnProcessor
-
-        unet.set_attn_processor(AttnProcessor())
+    use_plain_attention_on_cpu(unet, device)
     text_encoder.to(device).train()
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
@@ -200,15 +190,13 @@ def train_unet(unet, text_encoder, lat_mean, lat_std, scaling, ids, empty_ids, a
         x0 = x0 * scaling
         noise = torch.randn(x0.shape, generator=gen, device=device)
         t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen, device=device)
-        noisy = sched.add_noise(x0, noise, t)
-        target = sched.get_velocity(x0, noise, t)
-        with _autocast(device, args.bf16):
+        noisy, target = noisy_and_target(sched, x0, noise, t)  # v-prediction: the velocity
+        with autocast(device, args.bf16):
             cond = text_encoder(tok)[0]
             pred = unet(noisy, t, cond).sample.float()
-        per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))
-        if args.min_snr_gamma:  # min-SNR-gamma weighting for v-prediction: min(snr, g) / (snr + 1)
-            per_sample = per_sample * torch.clamp(snr[t], max=args.min_snr_gamma) / (snr[t] + 1)
-        loss = per_sample.mean()
+        # min-SNR-gamma weighting for v-prediction (when on): min(snr, g) / (snr + 1)
+        loss = per_sample_loss(pred, target, t=t, snr_table=snr_table, min_snr_gamma=args.min_snr_gamma,
+                               prediction_type=sched.config.prediction_type).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -358,9 +346,7 @@ def main(argv=None) -> Path:
         src = Path(args.init_from)
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(src / "unet", torch_dtype=torch.float32).state_dict())
         text_encoder.load_state_dict(CLIPTextModel.from_pretrained(src / "text_encoder", dtype=torch.float32).state_dict())
-    enc = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                                  truncation=True, return_tensors="pt").input_ids.to(device)
-    ids, empty_ids = enc(captions), enc([""])[0]
+    ids, empty_ids = tokenize(tokenizer, captions, device), tokenize(tokenizer, [""], device)[0]
 
     def checkpoint(steps_done: int) -> None:
         folder = out / "checkpoint"
