@@ -185,8 +185,9 @@ def test_dreambooth_makes_class_images_first_and_resumes_them(trainer):
 def test_full_finetune_writes_a_loadable_model(tmp_path):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    result = Trainer(device="cpu", work_dir=str(tmp_path)).run(_spec(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
-                               prior_preservation=False, full_finetune=True, steps=10, learning_rate=1e-4))
+    spec = _spec(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
+                 prior_preservation=False, full_finetune=True, steps=10, learning_rate=1e-4)
+    result = Trainer(device="cpu", work_dir=str(tmp_path)).run(spec)
     assert result.lora == b"" and result.steps_done == 10
     out = Path(result.model_dir)
     assert out.parent == tmp_path

@@ -18,6 +18,7 @@ so far and DreamBooth's class latents, so a resumed run repeats an uninterrupted
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -48,10 +49,23 @@ class _Cancelled(Exception):
     pass
 
 
+@contextlib.contextmanager
+def _quiet_diffusers():
+    """diffusers warns about any dtype given to ModelMixin.to(); casting frozen weights is intended."""
+    from diffusers.utils import logging as dlog
+
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(level)
+
+
 def training_dtype(dtype, device: str) -> torch.dtype:
     """float32, or bfloat16 autocast where asked (or by default on a GPU that has it). float16 is
     taken as "half precision" and means bfloat16 on such a GPU (float16 training would need a grad
-    scaler), float32 elsewhere."""
+    scaler), float32 elsewhere. On a CPU, bfloat16 is autocast only (the weights stay float32)."""
     if isinstance(dtype, str):
         dtype = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
                  "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(dtype, dtype)
@@ -180,7 +194,8 @@ class _Run:
             if int(meta["step"]) > spec.steps:
                 raise InvalidRequest("resume", f"the checkpoint is at step {meta['step']}, past the "
                                                f"{spec.steps} steps of this training")
-        pixels = torch.stack([load_image(image.png, spec.resolution, n) for n, image in enumerate(spec.images, 1)])
+        pixels = torch.stack([load_image(image.png, spec.resolution, n)
+                              for n, image in enumerate(spec.images, 1)])
         self._load_model()
         self._encode_images(pixels)
         try:
@@ -216,20 +231,24 @@ class _Run:
         self.vae, self.unet = pipe.vae, pipe.unet
         self.scheduler_config = pipe.scheduler.config
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        frozen_dtype = self.dtype if not self.full else torch.float32
         for module in (self.vae, self.text_encoder, self.unet):
             module.requires_grad_(False)
             module.eval()
-        text_dtype = torch.float32 if self.full and self.spec.train_text_encoder else self.dtype
-        for module, dtype in ((self.vae, self.dtype), (self.text_encoder, text_dtype), (self.unet, frozen_dtype)):
             module.to(self.device)
-            if dtype != torch.float32:  # (diffusers warns about any dtype given to .to())
-                module.to(dtype=dtype)
+        # Frozen weights in bfloat16 on a GPU (half the memory); on a CPU they stay float32 under
+        # bfloat16 autocast (as train.py): bfloat16 weights there are up to 10x slower.
+        if self.dtype != torch.float32 and self.device.type != "cpu":
+            frozen = [self.vae] + [m for m, trained in ((self.text_encoder, self.spec.train_text_encoder),
+                                                        (self.unet, True)) if not (self.full and trained)]
+            with _quiet_diffusers():
+                for module in frozen:
+                    module.to(dtype=self.dtype)
         self.guidance = _DEFAULT_GUIDANCE
         info = Path(path) / "studio_model.json"
         if info.is_file():
             try:
-                self.guidance = float(json.loads(info.read_text()).get("default_guidance_scale", _DEFAULT_GUIDANCE))
+                studio = json.loads(info.read_text())
+                self.guidance = float(studio.get("default_guidance_scale", _DEFAULT_GUIDANCE))
             except (ValueError, TypeError, AttributeError):
                 pass
 
@@ -262,7 +281,8 @@ class _Run:
         from .models import assemble_pipeline
 
         return assemble_pipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                 unet=self.unet, scheduler=EulerDiscreteScheduler.from_config(self.scheduler_config))
+                                 unet=self.unet,
+                                 scheduler=EulerDiscreteScheduler.from_config(self.scheduler_config))
 
     @torch.no_grad()
     def _make_class_latents(self, stored: torch.Tensor | None) -> None:
@@ -288,7 +308,8 @@ class _Run:
             self._last_chunk_s = time.monotonic() - started
             self.on_step(TrainingUpdate(step=i + 1, total_steps=total, loss=0.0, learning_rate=0.0,
                                         phase="class_images"))
-        self.class_latents = torch.stack(have) if have else self.lat_mean.new_zeros((0, *self.lat_mean.shape[1:]))
+        empty = self.lat_mean.new_zeros((0, *self.lat_mean.shape[1:]))
+        self.class_latents = torch.stack(have) if have else empty
         if len(have) < total:
             raise _Cancelled
 
@@ -314,8 +335,9 @@ class _Run:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [],
                                        device_type=self.device.type):
                 torch.manual_seed(spec.seed)
-                self.unet.add_adapter(LoraConfig(r=spec.rank, lora_alpha=self.alpha, init_lora_weights="gaussian",
-                                                 target_modules=list(UNET_TARGET_MODULES)))
+                self.unet.add_adapter(LoraConfig(
+                    r=spec.rank, lora_alpha=self.alpha, init_lora_weights="gaussian",
+                    target_modules=list(UNET_TARGET_MODULES)))
                 if spec.train_text_encoder:
                     # PEFT directly: transformers' add_adapter wants a newer PEFT than requirements pin.
                     inject_adapter_in_model(LoraConfig(
@@ -327,8 +349,8 @@ class _Run:
                 if p.requires_grad:
                     p.data = p.data.float()  # trained tensors in float32 (diffusers' cast_training_params)
                     self.params.append((f"{prefix}.{name}", p))
-        self.optimizer = torch.optim.AdamW([p for _, p in self.params], lr=spec.learning_rate, betas=ADAM_BETAS,
-                                           eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
+        self.optimizer = torch.optim.AdamW([p for _, p in self.params], lr=spec.learning_rate,
+                                           betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
         self.generator = torch.Generator("cpu").manual_seed(spec.seed)
         diffusion.use_plain_attention_on_cpu(self.unet, self.device)
 
@@ -400,7 +422,7 @@ class _Run:
         with diffusion.autocast(self.device, self.autocast_on, self.dtype):
             if cond is None:
                 cond = self.text_encoder(ids)[0]
-            pred = self.unet(noisy.to(self.unet.dtype), t, cond.to(self.unet.dtype)).sample.float()
+            pred = self.unet(noisy, t, cond).sample.float()
         per_sample = diffusion.per_sample_loss(pred, target.float())
         if self.prior:
             return per_sample[:b].mean() + spec.prior_loss_weight * per_sample[b:].mean()
