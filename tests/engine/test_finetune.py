@@ -123,7 +123,7 @@ def test_cancel_checkpoints_and_resume_continues_exactly(trainer):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-7)
-    # A later checkpoint of the same training resumes too; another training's does not.
+    # Another training's checkpoint (here: another seed) is refused.
     with pytest.raises(InvalidRequest) as info:
         trainer.run(_spec(steps=10, seed=4), resume=checkpoints[0])
     assert info.value.field == "resume"
@@ -132,8 +132,9 @@ def test_cancel_checkpoints_and_resume_continues_exactly(trainer):
 def test_pause_point_runs_between_steps(trainer):
     events = []
     trainer.run(_spec(steps=10), on_step=lambda u: events.append("step"),
-                pause_point=lambda: events.append("pause"), pause_every_s=0.0)
-    assert events == ["pause", "step"] * 10  # 0 s: before every step
+                pause_point=lambda: events.append("pause"), pause_every_s=0.0,
+                should_cancel=lambda: events.count("step") >= 4)
+    assert events == ["pause", "step"] * 4  # 0 s: before every step
 
     calls, steps = [], []
 
@@ -158,7 +159,11 @@ def test_dreambooth_makes_class_images_first_and_resumes_them(trainer):
     spec = _spec(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
                  class_prompt="a square", prior_preservation=True, num_class_images=2, steps=10)
     phases = []
-    whole = trainer.run(spec, on_step=lambda u: phases.append((u.phase, u.step, u.total_steps)))
+    ends = []
+    whole = trainer.run(spec, on_step=lambda u: phases.append((u.phase, u.step, u.total_steps)),
+                        on_checkpoint=ends.append)
+    class_latents = read_state(ends[-1].state)[0]["class_latents"]
+    assert class_latents.shape == (2, 4, RES // 8, RES // 8)
     assert phases[:2] == [("class_images", 1, 2), ("class_images", 2, 2)]
     assert phases[2:] == [("train", s, 10) for s in range(1, 11)]
 
@@ -168,15 +173,18 @@ def test_dreambooth_makes_class_images_first_and_resumes_them(trainer):
                           should_cancel=lambda: len(seen) >= 1)
     assert stopped.interrupted and stopped.steps_done == 0 and [c.step for c in checkpoints] == [0]
     tensors, _ = read_state(checkpoints[0].state)
-    assert tensors["class_latents"].shape == (1, 4, RES // 8, RES // 8)
+    torch.testing.assert_close(tensors["class_latents"], class_latents[:1])  # made from the seed
 
     phases.clear()
-    alone_steps = []
-    resumed = trainer.run(spec, resume=checkpoints[0], on_step=lambda u: phases.append((u.phase, u.step)))
-    assert phases[0] == ("class_images", 2) and phases[1] == ("train", 1)  # only the missing one
-    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5, abs=1e-7)  # same class images
+    ends.clear()
+    resumed = trainer.run(spec, resume=checkpoints[0], on_step=lambda u: phases.append((u.phase, u.step)),
+                          on_checkpoint=ends.append, should_cancel=lambda: ("train", 2) in phases)
+    assert phases == [("class_images", 2), ("train", 1), ("train", 2)]  # only the missing class image
+    torch.testing.assert_close(read_state(ends[-1].state)[0]["class_latents"], class_latents)
+    assert resumed.losses == pytest.approx(whole.losses[:2], rel=1e-5, abs=1e-7)
 
     # Prior preservation is in the loss: without it the first step's loss is another.
+    alone_steps = []
     alone = trainer.run(dataclasses.replace(spec, prior_preservation=False, num_class_images=0),
                         should_cancel=lambda: bool(alone_steps), on_step=alone_steps.append)
     assert alone.steps_done == 1 and alone.losses[0] != pytest.approx(whole.losses[0], rel=1e-3)
@@ -220,3 +228,27 @@ def test_refuses_bad_input_with_clear_errors(trainer, tmp_path):
     with pytest.raises(InvalidRequest) as info:
         trainer.run(_spec(), resume=TrainingCheckpoint(step=3, state=b"\x00" * 40, lora=b""))
     assert info.value.field == "resume"
+
+
+def test_shared_loss_helpers_match_train_py_formulas():
+    """diffusion.py is what train.py computed inline before it was shared: same numbers, bit for bit."""
+    from diffusers import DDPMScheduler
+
+    from generation.engine.training.models import scheduler_kwargs
+
+    sched = DDPMScheduler(**scheduler_kwargs())
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn((3, 4, 8, 8), generator=g), torch.randn((3, 4, 8, 8), generator=g)
+    t = torch.tensor([0, 500, 999])
+    noisy, target = diffusion.noisy_and_target(sched, x0, noise, t)
+    assert torch.equal(noisy, sched.add_noise(x0, noise, t))
+    assert torch.equal(target, sched.get_velocity(x0, noise, t))
+    pred = torch.randn((3, 4, 8, 8), generator=g)
+    acp = sched.alphas_cumprod
+    snr = acp / (1 - acp).clamp(min=1e-8)
+    old = (pred - target).pow(2).mean(dim=(1, 2, 3)) * torch.clamp(snr[t], max=5.0) / (snr[t] + 1)
+    new = diffusion.per_sample_loss(pred, target, t=t, snr_table=diffusion.snr(sched, "cpu"),
+                                    min_snr_gamma=5.0)
+    assert torch.equal(new, old) and new[2] == 0  # zero terminal SNR: the last timestep weighs nothing
+    eps = DDPMScheduler(**{**scheduler_kwargs(), "prediction_type": "epsilon"})
+    assert torch.equal(diffusion.noisy_and_target(eps, x0, noise, t)[1], noise)
