@@ -303,3 +303,16 @@ def test_losses_and_samples_are_recorded_under_the_lease_and_the_curve_stays_sma
     names = services.training_samples_saved(lease=lease, step=100, pngs=[png(), png()])
     assert Training.objects.get(pk=job.pk).samples == [{"step": 100, "files": names}]
     assert all(name.startswith(f"trainings/{user.pk}/{job.pk}/samples/") for name in names)
+
+
+def test_a_worker_runs_the_kinds_of_the_queues_it_consumes(monkeypatch, settings):
+    from generation import worker
+    from studio.supervisor import planned_children
+
+    for queues, kinds in (({"gpu", "training", "default"}, ("generate", "train")), ({"training"}, ("train",)),
+                          ({"gpu", "default"}, ("generate",)), (set(), ("generate",))):
+        monkeypatch.setattr(worker, "consumed_queues", queues)
+        assert worker.worker_kinds() == kinds, queues
+    assert settings.CELERY_TASK_ROUTES["generation.tasks.process_training_queue"] == {"queue": "training"}
+    embedded = dict(planned_children("python"))["worker"]
+    assert embedded[embedded.index("-Q") + 1] == "gpu,training,default"
