@@ -93,6 +93,7 @@ def _team_context(
         "invite_form": invite_form or (InviteForm(inviter_role=role) if manages else None),
         "can_change_settings": team_permissions.can_change_team_settings(role),
         "can_open_credits": team_permissions.can_view_team(role),  # members see their usage, admins manage
+        "can_manage_api_keys": team_permissions.can_manage_api_keys(role),
         "can_leave": not team_permissions.can_transfer_ownership(role),
         "now": timezone.now(),
     }

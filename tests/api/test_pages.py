@@ -104,9 +104,11 @@ def test_team_keys_page_is_for_team_admins(client):
     Membership.objects.create(team=team, user=member, role=TeamRole.MEMBER)
     url = f"/billing/teams/{team.pk}/keys/"
     client.force_login(member)
+    assert b"data-team-api-keys" not in client.get(f"/teams/{team.pk}/").content
     assert client.get(url).status_code == 404
     assert client.post(url, {"name": "ci", "scopes": ["generate"]}).status_code == 404
     client.force_login(admin)
+    assert f'href="{url}" data-team-api-keys'.encode() in client.get(f"/teams/{team.pk}/").content
     made = client.post(url, {"name": "ci", "scopes": ["generate", "train"]})
     key = api_key_authenticate(TOKEN.search(made.content.decode()).group(1))
     assert key.owner_team == team and key.created_by == admin
