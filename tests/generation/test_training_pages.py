@@ -120,7 +120,8 @@ def settings_data(**overrides) -> dict:
     ({"caption_1": ""}, "Every picture needs a caption."),
     ({"method": "dreambooth", "instance_token": ""}, "DreamBooth needs one rare word"),
     ({"method": "dreambooth", "instance_token": "sks"}, "must contain the instance token"),
-    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": ""}, "Prior preservation needs a class prompt"),
+    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": ""},
+     "Prior preservation needs a class prompt"),
 ])
 def test_step_two_bad_settings_are_form_errors_and_nothing_is_charged(client, overrides, message):
     user = signed_in(client, credits=100)
@@ -129,6 +130,55 @@ def test_step_two_bad_settings_are_form_errors_and_nothing_is_charged(client, ov
     assert response.status_code == 400
     assert message in response.content.decode()
     assert not Job.objects.filter(user=user, kind=JobKind.TRAIN).exists()
+
+
+def test_step_two_starts_the_training_with_the_captions_and_the_quoted_cost(client):
+    from billing.selectors import wallet_balance
+
+    user = signed_in(client, credits=500)
+    draft_of_three(client)
+    draft_files = [item["file"] for item in client.session["training_draft"]["images"]]
+    quote = client.get(reverse("generation:training_quote"),
+                       {"method": "lora", "preset": "quick", "steps": "12", "resolution": "64"}).content.decode()
+    cost = int(re.search(r'data-cost="(\d+)"', quote).group(1))
+    assert "you have 500" in quote
+    response = client.post(reverse("generation:training_settings"), settings_data(steps="12", resolution="64"))
+    job = Job.objects.get(user=user, kind=JobKind.TRAIN)
+    assert response.status_code == 302 and response["Location"] == page_url(job)
+    assert (job.steps, job.width, job.cost, job.prompt) == (12, 64, cost, "a photo of zwx dog")
+    training = job.training
+    assert (training.name, training.rank, training.preset, training.sample_every, training.checkpoint_every) == (
+        "zwx-dog", 4, "quick", 3, 3)
+    assert [image.caption for image in training.images.all()][1] == "a photo of zwx dog on grass"
+    assert wallet_balance(user=user)[0] == 500 - cost
+    assert "training_draft" not in client.session
+    assert not any(default_storage.exists(name) for name in draft_files)
+
+    draft_of_three(client)  # the name is taken now: a form error, nothing more charged
+    response = client.post(reverse("generation:training_settings"), settings_data(steps="12", resolution="64"))
+    assert response.status_code in (400, 409) and "zwx-dog" in response.content.decode()
+    assert Job.objects.filter(user=user, kind=JobKind.TRAIN).count() == 1
+    assert wallet_balance(user=user)[0] == 500 - cost
+
+
+def test_step_two_starts_a_dreambooth_training_with_prior_preservation(client):
+    user = signed_in(client, credits=5000)
+    draft_of_three(client)
+    response = client.post(reverse("generation:training_settings"), settings_data(
+        method="dreambooth", instance_token="zwx", class_prompt="a photo of a dog", num_class_images="5",
+        steps="12", resolution="64"))
+    assert response.status_code == 302
+    training = Training.objects.get(job__user=user)
+    assert (training.method, training.instance_token, training.class_prompt, training.prior_preservation,
+            training.num_class_images) == ("dreambooth", "zwx", "a photo of a dog", True, 5)
+
+
+def test_step_two_without_enough_credits_says_so_with_402(client):
+    user = signed_in(client, credits=0)
+    draft_of_three(client)
+    response = client.post(reverse("generation:training_settings"), settings_data())
+    assert response.status_code == 402 and "Buy more credits" in response.content.decode()
+    assert not Job.objects.filter(user=user).exists()
 
 
 def test_the_full_fine_tune_box_is_only_for_users_allowed_it(client):
@@ -165,7 +215,8 @@ def test_training_page_shows_progress_loss_curve_and_samples_to_its_owner_only(c
     assert "zwx-dog" in page and "Step <span data-training-step>3</span> of 20" in page
     assert "loss 0.3000" in page  # the last loss, from the database
     points = re.search(r'data-loss-line points="([^"]+)"', page).group(1).split()
-    assert len(points) == 3 and points == ["35.4,6.0", "64.8,174.0", "94.2,140.4"]  # step 1 of 20; the highest loss at the top
+    # x: steps 1-3 of 20 across 6..594; y: the highest loss at the top (6), the lowest at the bottom (174).
+    assert points == ["35.4,6.0", "64.8,174.0", "94.2,140.4"]
     assert f'ws-connect="/ws/jobs/{job.pk}/"' in page
     sample_url = reverse("generation:training_sample", args=[job.pk, 5, 0])
     assert sample_url in page
@@ -240,7 +291,8 @@ def test_import_a_fitting_lora_and_see_it_listed(client):
     owner = signed_in(client)
     response = import_lora(client)
     lora = LoRA.objects.get(owner=owner)
-    assert response.status_code == 302 and response["Location"] == reverse("generation:lora_detail", args=[lora.pk])
+    assert response.status_code == 302
+    assert response["Location"] == reverse("generation:lora_detail", args=[lora.pk])
     assert (lora.source, lora.rank, lora.name) == (LoRASource.IMPORTED, 2, "style")
     listing = client.get(reverse("generation:loras")).content.decode()
     assert lora.short_hash in listing and "Imported" in listing and 'data-lora="style"' in listing
@@ -257,6 +309,14 @@ def test_import_refuses_pickles_and_broken_files_with_a_message(client, filename
     assert response.status_code == status
     assert 'class="errorlist' in response.content.decode()
     assert message.lower() in response.content.decode().lower()
+    assert not LoRA.objects.filter(owner=owner).exists()
+
+
+def test_import_refuses_a_file_over_the_lora_limit_with_413(client, settings):
+    settings.STUDIO_LORA_MAX_BYTES = 2048  # the upload handler cuts the file one byte past it
+    owner = signed_in(client)
+    response = import_lora(client, data=fitting_lora(rank=64))
+    assert response.status_code == 413 and "The file is larger than 2 KB." in response.content.decode()
     assert not LoRA.objects.filter(owner=owner).exists()
 
 
