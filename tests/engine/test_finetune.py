@@ -91,6 +91,8 @@ def test_lora_learns_the_images_and_sends_samples(trainer):
 
     summary = inspect_lora(result.lora, model_path=str(MODEL))  # a kohya file that fits the model
     assert summary.format == "kohya" and summary.rank == 4 and summary.text_encoder_modules == ()
+    assert summary.metadata["ss_steps"] == "16"
+    assert json.loads(summary.metadata["ss_tag_frequency"]) == {"studio": {"a zwx square": 3}}
 
     pipe = StableDiffusionPipeline.from_pretrained(MODEL, safety_checker=None)
     before = _denoising_loss(pipe, IMAGES, "a zwx square")

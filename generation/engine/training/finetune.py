@@ -524,10 +524,19 @@ class _Run:
         return kohya_from_peft(unet_state, text_state, alpha=self.alpha, metadata=self._lora_metadata())
 
     def _lora_metadata(self) -> dict[str, str]:
+        """kohya's ss_* fields (ss_tag_frequency as sd-scripts counts caption tags: comma-separated;
+        A1111 and the LoRA import read trigger words from it) and studio_* fields."""
         spec = self.spec
+        tags: dict[str, int] = {}
+        for image in spec.images:
+            for tag in (t.strip() for t in image.caption.split(",")):
+                if tag:
+                    tags[tag] = tags.get(tag, 0) + 1
         return {
             "ss_network_module": "networks.lora", "ss_network_dim": str(spec.rank),
             "ss_network_alpha": f"{self.alpha:g}", "ss_steps": str(self.step),
+            "ss_max_train_steps": str(spec.steps), "ss_seed": str(spec.seed),
+            "ss_tag_frequency": json.dumps({"studio": tags}),
             "ss_resolution": f"({spec.resolution}, {spec.resolution})",
             "ss_learning_rate": f"{spec.learning_rate:g}", "ss_num_train_images": str(len(spec.images)),
             "studio_base_family": "sd2" if self.unet.config.cross_attention_dim == 1024 else "sd1",
