@@ -566,9 +566,10 @@ class _Run:
                 shutil.copytree(item, out / item.name)
             else:
                 shutil.copy2(item, out / item.name)
-        self.unet.save_pretrained(out / "unet", safe_serialization=True)
-        if self.spec.train_text_encoder:
-            self.text_encoder.save_pretrained(out / "text_encoder")
+        with quiet_progress():
+            self.unet.save_pretrained(out / "unet", safe_serialization=True)
+            if self.spec.train_text_encoder:
+                self.text_encoder.save_pretrained(out / "text_encoder")
         return str(out)
 
 
