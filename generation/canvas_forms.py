@@ -64,7 +64,7 @@ class CanvasForm(CreateForm):
     outpaint_bottom = forms.IntegerField(min_value=0, max_value=MAX_OUTPAINT, initial=0, label="Bottom")
 
     def __init__(self, *args, user, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, user=user, **kwargs)
         for name in ("aspect", "width", "height"):  # the size follows from the source
             self.fields[name].required = False
         self.user = user

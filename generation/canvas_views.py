@@ -67,7 +67,7 @@ def canvas(request: HttpRequest) -> HttpResponse:
     if form.is_valid():
         try:
             job = services.job_submit(user=request.user, **form.request_fields(), **form.destination(),
-                                      canvas=form.canvas)
+                                      canvas=form.canvas, loras=form.loras)
         except InsufficientCredits as error:
             form.add_error(None, str(error))
             form.needs_credits = not form.destination()["bill_team"]  # a team's wallet is topped up by its admins
@@ -77,6 +77,9 @@ def canvas(request: HttpRequest) -> HttpResponse:
             status = 429
         except services.TeamNotAllowed as error:
             form.add_error("save_to", str(error))
+            status = 403
+        except services.LoraNotAllowed as error:  # unshared or deleted since the form was checked
+            form.add_error(None, str(error))
             status = 403
         else:
             if request.htmx:

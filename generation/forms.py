@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import secrets
+import uuid
+from dataclasses import dataclass
 
 from django import forms
 
 from generation.engine.contracts import (
     MAX_GUIDANCE,
+    MAX_LORA_WEIGHT,
+    MAX_LORAS,
     MAX_SEED,
     MAX_STEPS,
     MIN_GUIDANCE,
+    MIN_LORA_WEIGHT,
     MIN_STEPS,
     SAMPLERS,
     GenerationRequest,
@@ -18,7 +23,10 @@ from generation.engine.contracts import (
     ModelInfo,
     validate_request,
 )
-from generation.models import REQUEST_FIELDS
+from generation.engine.prompt_tags import lora_tags, with_lora_tags
+from generation.models import REQUEST_FIELDS, LoRA
+from generation.permissions import can_use_lora
+from generation.services.jobs import LoraChoice
 
 ASPECT_RATIOS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
 
@@ -38,6 +46,31 @@ class PromptField(forms.CharField):
     def to_python(self, value):
         value = super().to_python(value)
         return value.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def usable_loras(user) -> list[LoRA]:
+    """The LoRAs `user` may apply on Create: their own first, then those shared with a team in
+    which they create (LoRA.objects.visible_to filtered by can_use_lora), by name."""
+    if user is None:
+        return []
+    rows = LoRA.objects.visible_to(user).select_related("team")
+    usable = [lora for lora in rows if can_use_lora(user, lora)]
+    return sorted(usable, key=lambda lora: (lora.owner_id != user.pk, lora.name.lower(), str(lora.team_id)))
+
+
+@dataclass(frozen=True)
+class LoraRow:
+    """One row of the LoRA picker as drawn: the chosen LoRA's id ("" for none) and its weight."""
+
+    lora_id: str
+    weight: float
+
+
+def _getlist(data, name: str) -> list:
+    if hasattr(data, "getlist"):
+        return data.getlist(name)
+    value = data.get(name, [])
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class CreateForm(forms.Form):
@@ -63,10 +96,15 @@ class CreateForm(forms.Form):
     )
     bill_team = forms.BooleanField(required=False, label="Bill to team")
 
-    def __init__(self, *args, model_info: ModelInfo, teams=(), **kwargs):
-        """`teams`: those the user may save into (generation.permissions.teams_user_may_save_into)."""
+    def __init__(self, *args, model_info: ModelInfo, teams=(), user=None, **kwargs):
+        """`teams`: those the user may save into (generation.permissions.teams_user_may_save_into).
+        `user`: whose LoRAs the picker offers and the prompt's <lora:...> tags name (none without)."""
         super().__init__(*args, **kwargs)
         self.model_info = model_info
+        self.user = user
+        self.usable_loras = usable_loras(user)
+        self.loras: list[LoraChoice] = []  # after is_valid(): what job_submit applies
+        self.lora_notes: list[str] = []  # reused LoRAs left out of the picker (views._initial_loras)
         self.teams = {str(team.pk): team for team in teams}
         choices = [(key, team.name) for key, team in self.teams.items()]
         self.fields["save_to"].choices = [("", "My images"), *choices]
@@ -83,6 +121,8 @@ class CreateForm(forms.Form):
         data = super().clean()
         if data.get("bill_team") and not data.get("save_to") and "save_to" not in self.errors:
             self.add_error("bill_team", "Choose a team under “Save to” to bill it.")
+        if "prompt" in data:
+            self._resolve_loras(data)
         if self.errors:
             return data
         data["width"], data["height"] = self.size_asked(data)
@@ -96,6 +136,117 @@ class CreateForm(forms.Form):
                 field = "aspect"  # the size came from the aspect ratio
             self.add_error(field, error.message)
         return data
+
+    # -- LoRAs: the picker's rows and the prompt's <lora:name:weight> tags --------------------------
+
+    def lora_label(self, lora: LoRA) -> str:
+        if self.user is not None and lora.owner_id == self.user.pk:
+            return lora.name
+        return f"{lora.name} ({lora.team.name if lora.team else 'shared'})"
+
+    def lora_options(self) -> list[tuple[str, str]]:
+        return [(str(lora.pk), self.lora_label(lora)) for lora in self.usable_loras]
+
+    def lora_rows(self) -> list[LoraRow]:
+        """The picker's rows to draw: those posted (or given as initial "loras"), then one empty
+        row to add another without JavaScript (up to MAX_LORAS)."""
+        if self.is_bound:
+            ids, weights = _getlist(self.data, "lora"), _getlist(self.data, "lora_weight")
+            pairs = [(str(lora_id), weights[i] if i < len(weights) else "1") for i, lora_id in enumerate(ids)]
+        else:
+            pairs = [(str(lora_id), weight) for lora_id, weight in self.initial.get("loras", [])]
+        rows = []
+        for lora_id, weight in pairs:
+            if not lora_id:
+                continue
+            try:
+                rows.append(LoraRow(lora_id, float(weight)))
+            except (TypeError, ValueError):
+                rows.append(LoraRow(lora_id, 1.0))
+        if len(rows) < MAX_LORAS:
+            rows.append(LoraRow("", 1.0))
+        return rows
+
+    def _slider_choices(self) -> list[LoraChoice]:
+        by_id = {str(lora.pk): lora for lora in self.usable_loras}
+        ids, weights = _getlist(self.data, "lora"), _getlist(self.data, "lora_weight")
+        choices, seen = [], set()
+        for index, lora_id in enumerate(ids):
+            lora_id = (lora_id or "").strip()
+            if not lora_id:
+                continue
+            try:
+                lora = by_id.get(str(uuid.UUID(lora_id)))
+            except ValueError:
+                lora = None
+            if lora is None:
+                self.add_error(None, "That LoRA does not exist or you cannot use it.")
+                continue
+            raw = weights[index] if index < len(weights) else "1"
+            try:
+                weight = float(raw)
+            except (TypeError, ValueError):
+                weight = float("nan")
+            if not MIN_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT:
+                self.add_error(None, f"The weight of {lora.name} must be a number from {MIN_LORA_WEIGHT:g} "
+                                     f"to {MAX_LORA_WEIGHT:g}.")
+                continue
+            if lora.pk in seen:
+                self.add_error(None, f"The LoRA {lora.name} is chosen twice.")
+                continue
+            seen.add(lora.pk)
+            choices.append(LoraChoice(lora=lora, weight=weight))
+        return choices
+
+    def _lora_by_name(self, name: str) -> LoRA | list[LoRA] | None:
+        """A tag's LoRA: my own of that name, else the one team LoRA of that name (a list when
+        several teams' LoRAs share it: ambiguous), else None."""
+        same = [lora for lora in self.usable_loras if lora.name == name]
+        own = [lora for lora in same if lora.owner_id == self.user.pk] if self.user is not None else []
+        if own:
+            return own[0]
+        if len(same) > 1:
+            return same
+        return same[0] if same else None
+
+    def _resolve_loras(self, data: dict) -> None:
+        """The picker's rows and the prompt's tags become self.loras; a row and a tag naming the
+        same LoRA: the row's weight wins (the tag is rewritten to it). The prompt then carries one
+        tag per LoRA (with_lora_tags), so the job's infotext and "reuse settings" bring them back."""
+        choices = self._slider_choices()
+        try:
+            tags = lora_tags(data["prompt"])
+        except InvalidRequest as error:
+            self.add_error("prompt", error.message)
+            return
+        sliders = [(choice.lora.name, choice.weight) for choice in choices]
+        chosen_names = {choice.lora.name for choice in choices}
+        unknown, ambiguous = [], []
+        for tag in tags:
+            if tag.name in chosen_names:
+                continue  # the picker's row wins
+            found = self._lora_by_name(tag.name)
+            if found is None:
+                unknown.append(tag.name)
+            elif isinstance(found, list):
+                ambiguous.append(tag.name)
+            elif not MIN_LORA_WEIGHT <= tag.weight <= MAX_LORA_WEIGHT:
+                self.add_error("prompt", f"{tag.text}: the weight must be from {MIN_LORA_WEIGHT:g} to "
+                                         f"{MAX_LORA_WEIGHT:g}.")
+            else:
+                choices.append(LoraChoice(lora=found, weight=tag.weight))
+                chosen_names.add(found.name)
+        if unknown:
+            self.add_error("prompt", f"No LoRA you can use is called {', '.join(unknown)} (see your LoRAs page).")
+        if ambiguous:
+            self.add_error("prompt", f"Several LoRAs shared with your teams are called {', '.join(ambiguous)}: "
+                                     f"choose the one you mean in the LoRA picker instead of the tag.")
+        if len(choices) > MAX_LORAS:
+            self.add_error(None, f"At most {MAX_LORAS} LoRAs at once, not {len(choices)}.")
+            return
+        self.loras = choices
+        if sliders:  # the tags typed stay as written; the rows' tags are (re)written with their weights
+            data["prompt"] = with_lora_tags(data["prompt"], sliders)
 
     def size_asked(self, data: dict) -> tuple[int, int]:
         """The size to generate: width and height if given, else the aspect ratio's."""

@@ -50,7 +50,7 @@ def _create_page(request: HttpRequest, info, result: PngInfo | None) -> dict:
     initial = _remembered_destination(request)
     if result is not None:
         initial.update({key: value for key, value in result.form_values(info).items() if value is not None})
-    form = CreateForm(initial=initial, model_info=info, teams=teams)
+    form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user)
     if initial.get("save_to", "") not in form.teams:  # as the create view: a team I may no longer create in
         for key in ("save_to", "bill_team"):
             form.initial.pop(key, None)

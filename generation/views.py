@@ -65,7 +65,26 @@ def _initial_from_job(request: HttpRequest) -> dict:
         initial.update(width=job.width, height=job.height)
     if (seed := _seed_from_query(request.GET.get("seed"))) is not None:
         initial["seed"] = seed
+    if job.loras:  # the picker's rows; the form leaves out (and names) those I cannot use now
+        initial["loras"] = [(entry.get("id", ""), entry.get("weight", 1.0)) for entry in job.loras]
+        initial["loras_snapshot"] = job.loras
     return initial
+
+
+def _initial_loras(request: HttpRequest, form: CreateForm) -> None:
+    """?lora=<LoRA id> (the LoRA pages' "Use on Create") preselects that LoRA at weight 1 when I
+    may use it; the rows reused from a job keep only the LoRAs I may still use, and the others are
+    named above the picker."""
+    usable = {option for option, _ in form.lora_options()}
+    names = {str(entry.get("id")): entry.get("name", "?") for entry in form.initial.get("loras_snapshot", [])}
+    rows = [(lora_id, weight) for lora_id, weight in form.initial.get("loras", [])]
+    form.lora_notes = [f"The LoRA {names.get(str(lora_id), lora_id)} is no longer yours to use; it is left out."
+                       for lora_id, _ in rows if str(lora_id) not in usable]
+    rows = [(lora_id, weight) for lora_id, weight in rows if str(lora_id) in usable]
+    asked = request.GET.get("lora", "")[:40]
+    if asked in usable and all(str(lora_id) != asked for lora_id, _ in rows):
+        rows.append((asked, 1.0))
+    form.initial["loras"] = rows
 
 
 def _seed_from_query(value: str | None) -> int | None:
@@ -115,19 +134,20 @@ def create(request: HttpRequest) -> HttpResponse:
     teams = list(selectors.teams_user_can_save_into(request.user))
     if request.method == "GET":
         initial = {**_remembered_destination(request), **_initial_from_job(request)}
-        form = CreateForm(initial=initial, model_info=info, teams=teams)
+        form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user)
         if initial.get("save_to", "") not in form.teams:  # a team I may no longer create in
             for key in ("save_to", "bill_team"):
                 form.initial.pop(key, None)
+        _initial_loras(request, form)
         context = {"form": form, "model_info": info, "recent_jobs": selectors.jobs_for_user(request.user)}
         return render(request, "generation/create.html", context)
 
-    form = CreateForm(request.POST, model_info=info, teams=teams)
+    form = CreateForm(request.POST, model_info=info, teams=teams, user=request.user)
     if not form.is_valid():
         return _form_error_response(request, form, status=400)
     destination = form.destination()
     try:
-        job = services.job_submit(user=request.user, **form.request_fields(), **destination)
+        job = services.job_submit(user=request.user, **form.request_fields(), **destination, loras=form.loras)
     except InsufficientCredits as error:  # MemberCapReached too: its message names the cap
         form.add_error(None, _credits_message(error, destination))
         form.needs_credits = not destination["bill_team"]
@@ -137,6 +157,9 @@ def create(request: HttpRequest) -> HttpResponse:
         return _form_error_response(request, form, status=429)
     except services.TeamNotAllowed as error:  # the role changed since the form was drawn
         form.add_error("save_to", str(error))
+        return _form_error_response(request, form, status=403)
+    except services.LoraNotAllowed as error:  # unshared or deleted since the form was checked
+        form.add_error(None, str(error))
         return _form_error_response(request, form, status=403)
     team = destination["team"]
     request.session[DESTINATION_KEY] = {"save_to": str(team.pk) if team else "", "bill_team": destination["bill_team"]}

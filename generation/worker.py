@@ -11,10 +11,13 @@ inside a training's pause points, so a long training never holds up someone's pi
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import io
 import logging
 import os
 import socket
+import tempfile
 import time
 import uuid
 from functools import lru_cache
@@ -25,8 +28,8 @@ from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
 from generation import events, selectors, services
-from generation.engine.contracts import GeneratedImage
-from generation.models import Job, JobKind
+from generation.engine.contracts import GeneratedImage, LoraRef
+from generation.models import Job, JobKind, LoRA
 from generation.selectors import model_path
 
 logger = logging.getLogger(__name__)
@@ -181,16 +184,76 @@ def run_job(lease: services.Lease, keep_alive=None) -> None:
 
 
 def request_for(job: Job):
-    """The engine request of a job; a canvas job's source and mask are read from storage here."""
+    """The engine request of a job; a canvas job's source and mask are read from storage here,
+    and its LoRAs (Job.loras) become LoraRefs with a local file path (lora_refs_for)."""
+    loras = lora_refs_for(job)
     if not job.uses_canvas:
-        return job.generation_request()
+        return dataclasses.replace(job.generation_request(), loras=loras)
     with default_storage.open(job.source_file.name, "rb") as source:
         init_image = source.read()
     mask = None
     if job.mask_file:
         with default_storage.open(job.mask_file.name, "rb") as mask_file:
             mask = mask_file.read()
-    return job.generation_request(init_image=init_image, mask=mask)
+    return dataclasses.replace(job.generation_request(init_image=init_image, mask=mask), loras=loras)
+
+
+class LoraUnavailable(Exception):
+    """A LoRA of the job was deleted, changed or lost its file after the job was submitted: the
+    job fails with this message (run_job's fail path releases its credits)."""
+
+
+def lora_refs_for(job: Job) -> tuple[LoraRef, ...]:
+    """Job.loras's snapshot as the engine's LoraRefs, each with a local `.safetensors` path."""
+    refs = []
+    for entry in job.loras or []:
+        name, sha256 = entry.get("name", "?"), entry.get("sha256", "")
+        lora = LoRA.objects.filter(pk=entry.get("id")).first()
+        if lora is None:
+            raise LoraUnavailable(f"The LoRA {name} was deleted after this job was submitted.")
+        if lora.sha256 != sha256:
+            raise LoraUnavailable(f"The LoRA {name}'s file changed after this job was submitted.")
+        refs.append(LoraRef(name=name, sha256=sha256, path=lora_local_path(lora), weight=float(entry["weight"])))
+    return tuple(refs)
+
+
+def lora_local_path(lora: LoRA) -> str:
+    """A local path of the LoRA's file: the storage's own path when it is on this machine's disk
+    (FileSystemStorage), else a copy in VAR_DIR/cache/loras/<sha256>.safetensors, written to a
+    temporary file, checked against the sha256 and renamed into place (never half a file)."""
+    try:
+        path = default_storage.path(lora.file.name)
+    except NotImplementedError:  # a remote storage
+        path = None
+    if path is not None:
+        if not os.path.exists(path):
+            raise LoraUnavailable(f"The LoRA {lora.name}'s file is missing from the storage.")
+        return path
+    folder = settings.VAR_DIR / "cache" / "loras"
+    cached = folder / f"{lora.sha256}.safetensors"
+    if cached.exists():
+        return str(cached)
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".part-", suffix=".safetensors")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            try:
+                source = default_storage.open(lora.file.name, "rb")
+            except FileNotFoundError:
+                raise LoraUnavailable(f"The LoRA {lora.name}'s file is missing from the storage.") from None
+            with source:
+                while chunk := source.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+        if digest.hexdigest() != lora.sha256:
+            raise LoraUnavailable(f"The LoRA {lora.name}'s file in the storage does not match its sha256.")
+        os.replace(temporary, cached)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return str(cached)
 
 
 def _finish_quietly(service, **kwargs) -> None:

@@ -22,6 +22,8 @@ from generation.models import JobNotDeletable
 from generation.services.images import image_delete, image_set_favourite
 from generation.services.jobs import (
     CanvasInput,
+    LoraChoice,
+    LoraNotAllowed,
     TeamNotAllowed,
     TooManyActiveJobs,
     job_cancel,
@@ -54,6 +56,8 @@ __all__ = [
     "JobNotDeletable",
     "Lease",
     "LeaseLost",
+    "LoraChoice",
+    "LoraNotAllowed",
     "StoredImage",
     "TeamNotAllowed",
     "TooManyActiveJobs",

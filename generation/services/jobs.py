@@ -17,7 +17,9 @@ from accounts.models import Membership
 from billing import selectors as billing_selectors
 from billing import services as billing
 from generation import events
-from generation.models import Image, Job, JobKind, JobNotDeletable, JobState, Training
+from generation import permissions
+from generation.engine.contracts import MAX_LORAS, MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
+from generation.models import Image, Job, JobKind, JobNotDeletable, JobState, LoRA, Training
 from generation.selectors import model_info
 from generation.services import wakeup
 from generation.services.files import files_delete_now, files_delete_on_commit
@@ -68,6 +70,45 @@ class TeamNotAllowed(Exception):
     """The user may not generate into (or bill) this team: not a member, or only a viewer."""
 
 
+@dataclass(frozen=True)
+class LoraChoice:
+    """A LoRA to apply to a Create job, with its weight (the engine's MIN_LORA_WEIGHT..MAX_LORA_WEIGHT)."""
+
+    lora: LoRA
+    weight: float = 1.0
+
+
+class LoraNotAllowed(Exception):
+    """A LoRA of the job cannot be used: not (or no longer) the user's or shared with a team in
+    which they create, gone, too many, or a weight out of range. The message names it."""
+
+
+def _lock_loras_allowing_submit(user, loras) -> list[dict]:
+    """Lock the chosen LoRA rows (lora_delete locks them too, so a delete and this submit
+    serialise), check under the lock that the user may still use each, and return Job.loras's
+    snapshot [{id, name, sha256, weight}]."""
+    loras = list(loras)
+    if len(loras) > MAX_LORAS:
+        raise LoraNotAllowed(f"At most {MAX_LORAS} LoRAs at once, not {len(loras)}.")
+    ids = [choice.lora.pk for choice in loras]
+    if len(set(ids)) != len(ids):
+        raise LoraNotAllowed("The same LoRA is chosen twice.")
+    locked = {row.pk: row for row in LoRA.objects.select_for_update().filter(pk__in=ids)}
+    snapshot = []
+    for choice in loras:
+        row = locked.get(choice.lora.pk)
+        if row is None:
+            raise LoraNotAllowed(f"The LoRA {choice.lora.name} no longer exists.")
+        if not permissions.can_use_lora(user, row):
+            raise LoraNotAllowed(f"You cannot use the LoRA {row.name} (it is not yours, or no longer shared "
+                                 f"with a team you create in).")
+        weight = float(choice.weight)
+        if not MIN_LORA_WEIGHT <= weight <= MAX_LORA_WEIGHT:
+            raise LoraNotAllowed(f"The weight of {row.name} must be from {MIN_LORA_WEIGHT:g} to {MAX_LORA_WEIGHT:g}.")
+        snapshot.append({"id": str(row.pk), "name": row.name, "sha256": row.sha256, "weight": weight})
+    return snapshot
+
+
 def job_cost(*, width: int, height: int, steps: int, num_images: int) -> int:
     """Credits for a Create request on the model that serves now (billing prices plain numbers)."""
     return billing.job_price(
@@ -99,14 +140,18 @@ def _lock_membership_allowing_submit(user, team) -> None:
 @transaction.atomic
 def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
                guidance_scale: float, sampler: str, seed: int, num_images: int,
-               team=None, bill_team: bool = False, canvas: CanvasInput | None = None) -> Job:
+               team=None, bill_team: bool = False, canvas: CanvasInput | None = None,
+               loras=()) -> Job:
     """Create a QUEUED job and reserve its credits in one transaction; wake a worker on commit.
 
     With `team` its images go to that team's gallery; with `bill_team` too, the team's wallet
     pays (the member's monthly cap applies). With `canvas`, it works on a source image (the
-    canvas's files are stored first and removed again if the job is not created).
-    Raises billing.InsufficientCredits (or its MemberCapReached), TooManyActiveJobs or
-    TeamNotAllowed, in which case nothing is written.
+    canvas's files are stored first and removed again if the job is not created). `loras`:
+    LoraChoice(lora, weight) items, checked under the transaction with can_use_lora and snapshotted
+    in Job.loras (the prompt should carry their <lora:name:w> tags: forms.CreateForm writes them);
+    they do not change the price.
+    Raises billing.InsufficientCredits (or its MemberCapReached), TooManyActiveJobs,
+    TeamNotAllowed or LoraNotAllowed, in which case nothing is written.
     """
     if bill_team and team is None:
         raise ValueError("bill_team needs a team")
@@ -118,6 +163,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
         raise TooManyActiveJobs(
             f"You already have {active} jobs waiting or running; wait for one to finish or cancel one."
         )
+    lora_snapshot = _lock_loras_allowing_submit(user, loras)
     info = model_info()
     cost = job_cost(width=width, height=height, steps=steps, num_images=num_images)
     files = _store_canvas_files(user, canvas) if canvas is not None else {}
@@ -126,7 +172,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
             user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
             guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
             model_name=info.name, model_hash=info.hash, cost=cost, team=team, billed_to_team=bill_team,
-            **(canvas.job_fields() if canvas is not None else {}), **files,
+            loras=lora_snapshot, **(canvas.job_fields() if canvas is not None else {}), **files,
         )
         billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost,
                                 team=team if bill_team else None)
