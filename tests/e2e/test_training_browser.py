@@ -1,7 +1,7 @@
 """Fine-tuning in Chromium on the live stack (daphne, a worker with the test model): start a training
 through the web page (three tiny pictures, the quick preset cut to a few steps at 64 px through
 Advanced), watch its loss curve and samples arrive over the websocket, see the LoRA appear in the
-library and follow its "Use on Create" link. Screenshots of every page on the way."""
+library, then generate with it on Create (its "Use on Create" link preselects it). Screenshots of every page on the way."""
 
 from __future__ import annotations
 
@@ -128,4 +128,18 @@ def test_train_watch_and_use_a_lora(signed_in, shots):
     shots(page, "6-lora")
     page.click("[data-use-lora]")
     page.wait_for_url(f"**/create/?lora={lora.pk}")
+
+    # Create: the picker comes preselected with it; generate with it.
+    assert page.locator("select[name=lora]").first.input_value() == str(lora.pk)
+    page.fill("textarea[name=prompt]", "a photo of zwx hexagon")
+    page.fill("input[name=steps]", "4")
+    page.click("#create-form button[type=submit]")
+    page.wait_for_selector("[data-job-panel] [data-state='succeeded']", timeout=120_000)
+    with orm():
+        made = Job.objects.filter(user=user, kind=JobKind.GENERATE).get()
+        infotext = made.images.get().infotext
+    assert made.state == JobState.SUCCEEDED
+    assert [(item["name"], item["sha256"]) for item in made.loras] == [("zwx-hexagon", lora.sha256)]
+    assert "Lora hashes" in infotext and "zwx-hexagon" in infotext, infotext
+    shots(page, "7-create-with-lora")
     assert not session.console_errors, session.console_errors
