@@ -21,7 +21,9 @@ from generation.engine.contracts import (
     ModelInfo,
     validate_request,
 )
-from generation.engine.infotext import parse_infotext, request_fields_from_infotext
+from generation.engine.contracts import InvalidRequest
+from generation.engine.infotext import LORA_HASHES_KEY, parse_infotext, parse_lora_hashes, request_fields_from_infotext
+from generation.engine.prompt_tags import lora_tags
 from generation.forms import ASPECT_RATIOS, size_for_aspect
 
 A1111 = "AUTOMATIC1111 / Studio parameters"
@@ -75,8 +77,9 @@ class PngInfo:
         return values
 
 
-def png_info_from_text(text: dict[str, str], info: ModelInfo) -> PngInfo:
-    """Read a PNG's text chunks (keyword -> text)."""
+def png_info_from_text(text: dict[str, str], info: ModelInfo, loras=None) -> PngInfo:
+    """Read a PNG's text chunks (keyword -> text). `loras`: the LoRAs the user may use
+    (forms.usable_loras), against which the prompt's <lora:name:w> tags are checked."""
     if text.get("parameters", "").strip():
         result = _from_infotext(text["parameters"], info)
     elif text.get("prompt", "").strip():
@@ -84,7 +87,32 @@ def png_info_from_text(text: dict[str, str], info: ModelInfo) -> PngInfo:
     else:
         return PngInfo()
     _check(result, info)
+    if loras is not None:
+        _check_loras(result, text.get("parameters", ""), loras)
     return result
+
+
+def _check_loras(result: PngInfo, infotext: str, loras) -> None:
+    """The prompt keeps its <lora:name:w> tags (Create resolves them by name when it is posted);
+    a tag naming no LoRA of mine is listed here as unusable, and one whose file differs from the
+    picture's ("Lora hashes") is named too, so neither surprises anyone on Create."""
+    try:
+        tags = lora_tags(str(result.fields.get("prompt", "")))
+    except InvalidRequest:
+        return
+    hashes = parse_lora_hashes(parse_infotext(infotext).get(LORA_HASHES_KEY, "")) if infotext else {}
+    if hashes and set(hashes) <= {tag.name for tag in tags}:  # read with the tags (else it stays listed)
+        result.unused = [item for item in result.unused if item.label != LORA_HASHES_KEY]
+    for tag in tags:
+        same = [lora for lora in loras if lora.name == tag.name]
+        if not same:
+            result.unused.append(Unused("LoRA", tag.text, f"you have no LoRA called {tag.name}: remove the tag or "
+                                                          f"import the LoRA before generating"))
+        elif tag.name in hashes and all(not lora.sha256.startswith(hashes[tag.name].lower()) for lora in same):
+            result.unused.append(Unused("LoRA", tag.text, f"your LoRA {tag.name} is another file than the picture's "
+                                                          f"(hash {hashes[tag.name]}): yours will be used"))
+        else:
+            result.used.append(("LoRA", f"{tag.name} ({tag.weight:g})"))
 
 
 # -- AUTOMATIC1111 and ours ------------------------------------------------------------------------

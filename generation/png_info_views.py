@@ -14,7 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_POST
 
 from generation import selectors
-from generation.forms import CreateForm
+from generation.forms import CreateForm, usable_loras
 from generation.png_info import PngInfo, png_info_from_text
 from generation.services.uploads import UploadRefused, upload_read_png_text
 from generation.views import _remembered_destination
@@ -32,7 +32,7 @@ def png_info(request: HttpRequest) -> HttpResponse:
         error, status = "Choose a PNG file to read its parameters.", 400
     else:
         try:
-            result = png_info_from_text(upload_read_png_text(data=upload), info)
+            result = png_info_from_text(upload_read_png_text(data=upload), info, loras=usable_loras(request.user))
         except UploadRefused as refused:
             error, status = refused.message, refused.status
     context = {"png_info": result or PngInfo(), "png_info_error": error, "png_info_posted": True}
