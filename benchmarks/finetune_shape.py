@@ -111,9 +111,22 @@ def old_shape_accuracy(images, scenes) -> dict:
 # ----------------------------------------------------------------------------- training
 
 
-def make_spec(args, method: str, scenes) -> TrainingSpec:
+def regularisation_images(gen: "Generator", n: int) -> tuple[TrainingImage, ...]:
+    """``n`` of the base model's own images of old one-object shape prompts (training-set scenes,
+    canonical captions, seeds 10000+), as extra training images with their captions: a prior over
+    every old shape, given through the images (the trainer's class prompt is one string)."""
+    rng = random.Random(4711)
+    caps: list[str] = []
+    while len(caps) < n:
+        s = dataset.sample_scene(rng, two_object_rate=0.0)
+        caps.append(dataset.canonical_caption(s.objects, s.background))
+    imgs = gen.images(caps, list(range(10_000, 10_000 + n)))
+    return tuple(TrainingImage(png(i), c) for i, c in zip(imgs, caps))
+
+
+def make_spec(args, method: str, scenes, extra: tuple[TrainingImage, ...] = ()) -> TrainingSpec:
     preset = PRESETS[args.preset]
-    images = tuple(TrainingImage(png(dataset.render(s)), s.caption) for s in scenes)
+    images = tuple(TrainingImage(png(dataset.render(s)), s.caption) for s in scenes) + extra
     spec = TrainingSpec(
         base_model_path=str(args.model), images=images, method=method,
         steps=args.steps or preset["steps"], rank=args.rank or preset["rank"],
@@ -155,6 +168,9 @@ def main(argv=None) -> dict:
     p.add_argument("--class-prompt", default="a circle")
     p.add_argument("--class-images", type=int, default=20)
     p.add_argument("--prior-weight", type=float, default=1.0)
+    p.add_argument("--regularise", type=int, default=0,
+                   help="add N of the base model's own old-shape images (with their captions) to the "
+                        "training images of every method")
     p.add_argument("--test-prompts", type=int, default=20)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--old-prompts", type=int, default=30)
@@ -186,8 +202,9 @@ def main(argv=None) -> dict:
                         "generate_seconds": time.perf_counter() - t0}
     print("before", report["before"], flush=True)
 
+    extra = regularisation_images(gen, args.regularise) if args.regularise else ()
     for method in args.methods:
-        spec = make_spec(args, method, train_scenes)
+        spec = make_spec(args, method, train_scenes, extra)
         data, seconds, losses = train(spec)
         print(f"{method}: trained in {seconds:.1f} s", flush=True)
         f = Path(tempfile.mkdtemp()) / f"{method}.safetensors"
