@@ -27,7 +27,7 @@ function addRemoveButton(picker, row) {
   if (row.querySelector("[data-lora-remove]")) return;
   const button = document.createElement("button");
   button.type = "button";
-  button.className = "secondary small";
+  button.className = "btn btn-ghost";
   button.dataset.loraRemove = "";
   button.textContent = "Remove";
   button.addEventListener("click", () => {
@@ -60,7 +60,7 @@ export function setUpLoraPicker(picker) {
   rowsOf(picker).forEach((row) => { addRemoveButton(picker, row); showWeight(row); });
   const adder = document.createElement("button");
   adder.type = "button";
-  adder.className = "secondary small";
+  adder.className = "btn";
   adder.dataset.loraAdd = "";
   adder.textContent = "Add a LoRA";
   adder.addEventListener("click", () => {
