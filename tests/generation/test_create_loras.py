@@ -196,3 +196,24 @@ def test_use_on_create_preselects_a_lora_i_may_use(client, people):
     client.force_login(outsider)
     html = client.get(reverse("generation:create") + f"?lora={shared.pk}").content.decode()
     assert str(shared.pk) not in html
+
+
+def test_the_canvas_page_offers_the_picker_and_its_job_snapshots_the_loras(client, people):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.generation.test_canvas_page import CANVAS, form_fields, png_bytes
+
+    owner = people[0]
+    mine, tagged = make_lora(owner, "mine"), make_lora(owner, "tagged")
+    client.force_login(owner)
+    fields = form_fields(client.get(CANVAS).content.decode())
+    assert "lora" in fields.names and "lora_weight" in fields.names
+    data = {**fields.values, "prompt": "the sea <lora:tagged:0.4>", "mode": "outpaint", "outpaint_right": "64",
+            "lora": str(mine.pk), "lora_weight": "1.25",
+            "source": SimpleUploadedFile("photo.png", png_bytes((96, 64)), content_type="image/png")}
+    response = client.post(CANVAS, data)
+    assert response.status_code == 302, response.content.decode()[:1500]
+    job = Job.objects.get(user=owner)
+    assert job.mode == "outpaint" and job.prompt == "the sea <lora:tagged:0.4> <lora:mine:1.25>"
+    assert [(entry["name"], entry["weight"]) for entry in job.loras] == [("mine", 1.25), ("tagged", 0.4)]
+    assert [ref.name for ref in worker.request_for(job).loras] == ["mine", "tagged"]
