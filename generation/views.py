@@ -76,7 +76,7 @@ def _initial_loras(request: HttpRequest, form: CreateForm) -> None:
     may use it; the rows reused from a job keep only the LoRAs I may still use, and the others are
     named above the picker."""
     usable = {option for option, _ in form.lora_options()}
-    names = {str(entry.get("id")): entry.get("name", "?") for entry in form.initial.get("loras_snapshot", [])}
+    names = {str(entry.get("id")): entry.get("name", "?") for entry in form.initial.pop("loras_snapshot", [])}
     rows = [(lora_id, weight) for lora_id, weight in form.initial.get("loras", [])]
     form.lora_notes = [f"The LoRA {names.get(str(lora_id), lora_id)} is no longer yours to use; it is left out."
                        for lora_id, _ in rows if str(lora_id) not in usable]
@@ -84,7 +84,10 @@ def _initial_loras(request: HttpRequest, form: CreateForm) -> None:
     asked = request.GET.get("lora", "")[:40]
     if asked in usable and all(str(lora_id) != asked for lora_id, _ in rows):
         rows.append((asked, 1.0))
-    form.initial["loras"] = rows
+    if rows:
+        form.initial["loras"] = rows
+    else:
+        form.initial.pop("loras", None)
 
 
 def _seed_from_query(value: str | None) -> int | None:
