@@ -132,13 +132,34 @@ def make_spec(args, method: str, scenes, extra: tuple[TrainingImage, ...] = ()) 
         steps=args.steps or preset["steps"], rank=args.rank or preset["rank"],
         learning_rate=args.lr or preset["learning_rate"], resolution=dataset.SIZE,
         batch_size=args.batch, seed=0, checkpoint_every=0, sample_every=0,
-        train_text_encoder=args.train_text_encoder,
+        train_text_encoder=args.train_text_encoder, lora_targets=args.lora_targets,
     )
     if method == "dreambooth":
         spec = replace(spec, instance_token=TOKEN, instance_prompt=f"a {TOKEN}",
-                       class_prompt=args.class_prompt, prior_preservation=True,
+                       class_prompt=args.class_prompt, class_prompts=class_prompts(args),
+                       prior_preservation=True,
                        num_class_images=args.class_images, prior_loss_weight=args.prior_weight)
     return spec
+
+
+def class_prompts(args) -> tuple[str, ...]:
+    """DreamBooth's class prompts: ``--class-prompts`` as given, or with ``--old-shape-class-prompts
+    K`` K canonical one-object captions per shipped shape (colours, backgrounds and positions drawn
+    from the training distribution, seeded), so the prior covers every old shape."""
+    if args.class_prompts:
+        return tuple(args.class_prompts)
+    if not args.old_shape_class_prompts:
+        return ()
+    rng = random.Random(9001)
+    out: list[str] = []
+    for shape in dataset.SHAPES:
+        for _ in range(args.old_shape_class_prompts):
+            while True:
+                s = dataset.sample_scene(rng, two_object_rate=0.0)
+                if s.objects[0].shape == shape:
+                    break
+            out.append(dataset.canonical_caption(s.objects, s.background))
+    return tuple(out)
 
 
 def train(spec: TrainingSpec):
@@ -166,6 +187,14 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=1, help="1: as the studio trains")
     p.add_argument("--train-text-encoder", action="store_true")
     p.add_argument("--class-prompt", default="a circle")
+    p.add_argument("--class-prompts", nargs="+", default=[],
+                   help="several class prompts (instead of --class-prompt), class images spread over them")
+    p.add_argument("--old-shape-class-prompts", type=int, default=0, metavar="K",
+                   help="class prompts: K canonical captions of each shipped shape (varied colours)")
+    p.add_argument("--lora-targets", default="", choices=["", "attention", "cross_attention"],
+                   help="where the LoRA goes ('': the method's default)")
+    p.add_argument("--skip-before", action="store_true",
+                   help="do not generate the base model's images (deterministic: see an earlier run)")
     p.add_argument("--class-images", type=int, default=20)
     p.add_argument("--prior-weight", type=float, default=1.0)
     p.add_argument("--regularise", type=int, default=0,
@@ -195,8 +224,14 @@ def main(argv=None) -> dict:
     gen = Generator(args.model, args.threads)
     report["judge_new_shape_on_renders"] = judge.new_shape_accuracy_on_renders(50)
     t0 = time.perf_counter()
-    new_imgs, old_imgs = gen.images(t_prompts, t_seeds), gen.images(o_prompts, o_seeds)
-    before_new, before_old = new_shape_rate(new_imgs, t_rep, args.shape), old_shape_accuracy(old_imgs, old)
+    if args.skip_before:
+        new_imgs = old_imgs = []
+        nan = float("nan")
+        before_new, before_old = {"rate": nan}, {"standard": nan, "extended": nan}
+    else:
+        new_imgs, old_imgs = gen.images(t_prompts, t_seeds), gen.images(o_prompts, o_seeds)
+    if not args.skip_before:
+        before_new, before_old = new_shape_rate(new_imgs, t_rep, args.shape), old_shape_accuracy(old_imgs, old)
     grid = [("base", new_imgs, old_imgs)]
     report["before"] = {"new_shape": before_new, "old_shapes": before_old,
                         "generate_seconds": time.perf_counter() - t0}
@@ -213,12 +248,13 @@ def main(argv=None) -> dict:
         new_imgs, old_imgs = gen.images(t_prompts, t_seeds, lora), gen.images(o_prompts, o_seeds, lora)
         after_new, after_old = new_shape_rate(new_imgs, t_rep, args.shape), old_shape_accuracy(old_imgs, old)
         grid.append((method, new_imgs, old_imgs))
-        report[method] = {"steps": spec.steps, "rank": spec.rank, "learning_rate": spec.learning_rate,
+        report[method] = {"lora_targets": spec.lora_targets or "default", "steps": spec.steps, "rank": spec.rank, "learning_rate": spec.learning_rate,
                           "batch": spec.batch_size, "train_seconds": seconds,
                           "loss_first_last": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
                           "new_shape": after_new, "old_shapes": after_old}
         if method == "dreambooth":
-            report[method] |= {"class_prompt": spec.class_prompt, "class_images": spec.num_class_images}
+            report[method] |= {"class_prompt": spec.class_prompt, "class_prompts": list(spec.class_prompts),
+                               "class_images": spec.num_class_images}
         print(method, report[method], flush=True)
 
     report["seconds"] = time.time() - t_start

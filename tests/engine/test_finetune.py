@@ -254,3 +254,44 @@ def test_shared_loss_helpers_match_train_py_formulas():
     assert torch.equal(new, old) and new[2] == 0  # zero terminal SNR: the last timestep weighs nothing
     eps = DDPMScheduler(**{**scheduler_kwargs(), "prediction_type": "epsilon"})
     assert torch.equal(diffusion.noisy_and_target(eps, x0, noise, t)[1], noise)
+
+
+def test_cross_attention_targets_put_the_lora_only_on_attn2_keys_and_values(trainer):
+    result = trainer.run(_spec(lora_targets="cross_attention"))
+    names = {key.split(".")[0] for key in _lora_tensors(result.lora)}
+    assert names and all(n.startswith("lora_unet_") for n in names)
+    assert all(n.endswith(("_attn2_to_k", "_attn2_to_v")) for n in names), sorted(names)[:4]
+    assert any(n.endswith("_attn2_to_k") for n in names) and any(n.endswith("_attn2_to_v") for n in names)
+    summary = inspect_lora(result.lora, model_path=str(MODEL))  # still a LoRA that fits the model
+    assert len(summary.unet_modules) == len(names)
+    everywhere = {key.split(".")[0] for key in _lora_tensors(trainer.run(_spec()).lora)}
+    assert names < everywhere and any("_attn1_" in n for n in everywhere)  # the default: all attention
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(lora_targets="everything"))
+    assert info.value.field == "lora_targets" and "cross_attention" in str(info.value)
+
+
+def test_several_class_prompts_spread_the_class_images_over_them(trainer):
+    common = dict(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
+                  prior_preservation=True, num_class_images=2, steps=10)
+    ends_one, ends_two, steps_one, steps_two = [], [], [], []
+    # two training steps each (then cancelled): step 1 learns class image 0, step 2 class image 1
+    one = trainer.run(_spec(class_prompt="a square", **common), on_checkpoint=ends_one.append,
+                      on_step=steps_one.append, should_cancel=lambda: len(steps_one) >= 4)
+    two = trainer.run(_spec(class_prompt="ignored when class_prompts are given",
+                            class_prompts=("a square", "a red circle on a blue background"), **common),
+                      on_checkpoint=ends_two.append, on_step=steps_two.append,
+                      should_cancel=lambda: len(steps_two) >= 4)
+    single = read_state(ends_one[-1].state)[0]["class_latents"]
+    spread = read_state(ends_two[-1].state)[0]["class_latents"]
+    torch.testing.assert_close(spread[0], single[0])  # image 0: prompt 0, seed + 0, as before
+    assert not torch.allclose(spread[1], single[1], atol=1e-3)  # image 1: the second prompt
+    assert one.steps_done == two.steps_done == 2
+    assert one.losses[0] == pytest.approx(two.losses[0], rel=1e-5)  # same class image and prompt
+    assert one.losses[1] != pytest.approx(two.losses[1], rel=1e-4)  # the second prompt's image
+    for bad, message in (({"class_prompts": ("a square", "a zwx")}, "class prompt 2 must not contain"),
+                         ({"class_prompts": ("a", "b", "c")}, "cannot cover 3 class prompts"),
+                         ({"class_prompts": ("a square", " ")}, "class prompt 2 is empty")):
+        with pytest.raises(InvalidRequest) as info:
+            trainer.run(_spec(**{**common, **bad}))
+        assert message in str(info.value)

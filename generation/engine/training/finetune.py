@@ -36,9 +36,15 @@ from ..contracts import InvalidRequest, ModelError
 from ..loading import dtype_kwarg, quiet_progress
 from ..lora_format import kohya_from_peft
 from . import diffusion
-from .spec import TrainingCheckpoint, TrainingResult, TrainingSpec, TrainingUpdate, validate_spec
+from .spec import (TrainingCheckpoint, TrainingResult, TrainingSpec, TrainingUpdate, class_prompts_of,
+                   lora_targets_of, validate_spec)
 
 UNET_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
+# spec.lora_targets -> PEFT target_modules (a list of module-name suffixes, or a full-match regex)
+UNET_LORA_TARGETS: dict[str, list[str] | str] = {
+    "attention": list(UNET_TARGET_MODULES),
+    "cross_attention": r".*\.attn2\.(to_k|to_v)",
+}
 TEXT_ENCODER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 STATE_FORMAT = "studio-finetune-state/1"
 ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, MAX_GRAD_NORM = (0.9, 0.999), 1e-8, 1e-2, 1.0
@@ -109,6 +115,11 @@ def spec_fingerprint(spec: TrainingSpec) -> str:
         "method", "rank", "alpha", "learning_rate", "resolution", "batch_size", "train_text_encoder",
         "seed", "instance_prompt", "instance_token", "class_prompt", "prior_preservation",
         "num_class_images", "prior_loss_weight", "full_finetune", "sample_steps")}
+    # later fields count only when set, so checkpoints written before them still resume
+    if lora_targets_of(spec) != "attention":
+        fields["lora_targets"] = lora_targets_of(spec)
+    if spec.class_prompts:
+        fields["class_prompts"] = list(spec.class_prompts)
     h.update(json.dumps(fields, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -292,6 +303,7 @@ class _Run:
         spec = self.spec
         have = [] if stored is None else list(stored.to(self.device).unbind(0))
         total = spec.num_class_images
+        prompts = class_prompts_of(spec)
         pipe = self._pipeline() if len(have) < total else None
         for i in range(len(have), total):
             if self.should_cancel():
@@ -300,7 +312,7 @@ class _Run:
             started = time.monotonic()
             generator = torch.Generator("cpu").manual_seed(spec.seed + i)
             with diffusion.autocast(self.device, self.autocast_on, self.dtype):
-                out = pipe(spec.class_prompt, height=spec.resolution, width=spec.resolution,
+                out = pipe(prompts[i % len(prompts)], height=spec.resolution, width=spec.resolution,
                            num_inference_steps=spec.sample_steps, guidance_scale=self.guidance,
                            generator=generator, output_type="latent")
             have.append(out.images[0].float())
@@ -316,7 +328,8 @@ class _Run:
     def _encode_class_prompt(self) -> None:
         if not self.prior:
             return
-        self.class_ids = diffusion.tokenize(self.tokenizer, [self.spec.class_prompt], self.device)
+        # one row per class prompt; class image i was made from prompt i % len(prompts)
+        self.class_ids = diffusion.tokenize(self.tokenizer, list(class_prompts_of(self.spec)), self.device)
         self.class_cond = None
         if self.cond_cache is not None:
             with torch.no_grad():
@@ -337,7 +350,7 @@ class _Run:
                 torch.manual_seed(spec.seed)
                 self.unet.add_adapter(LoraConfig(
                     r=spec.rank, lora_alpha=self.alpha, init_lora_weights="gaussian",
-                    target_modules=list(UNET_TARGET_MODULES)))
+                    target_modules=UNET_LORA_TARGETS[lora_targets_of(spec)]))
                 if spec.train_text_encoder:
                     # PEFT directly: transformers' add_adapter wants a newer PEFT than requirements pin.
                     inject_adapter_in_model(LoraConfig(
@@ -403,18 +416,19 @@ class _Run:
         eps = torch.randn(mean.shape, generator=g).to(self.device)
         x0 = (mean + std * eps - self.shift) * self.scaling
         b = len(idx)
+        if self.prior:
+            cidx = [(step * b + k) % len(self.class_latents) for k in range(b)]
+            pidx = [c % len(self.class_ids) for c in cidx]  # the class prompt of each class image
+            x0 = torch.cat([x0, self.class_latents[cidx]])
         if self.spec.train_text_encoder:
             ids = self.ids[idx]
             if self.prior:
-                ids = torch.cat([ids, self.class_ids.expand(b, -1)])
+                ids = torch.cat([ids, self.class_ids[pidx]])
             cond = None  # encoded below, under autocast, with gradients
         else:
             cond = self.cond_cache[idx]
             if self.prior:
-                cond = torch.cat([cond, self.class_cond.expand(b, -1, -1)])
-        if self.prior:
-            cidx = [(step * b + k) % len(self.class_latents) for k in range(b)]
-            x0 = torch.cat([x0, self.class_latents[cidx]])
+                cond = torch.cat([cond, self.class_cond[pidx]])
         noise = torch.randn(x0.shape, generator=g).to(self.device)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), generator=g)
         t = t.to(self.device)

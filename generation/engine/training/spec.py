@@ -26,6 +26,16 @@ MIN_STEPS, MAX_STEPS = 10, 5000
 MIN_LEARNING_RATE, MAX_LEARNING_RATE = 1e-6, 1e-2
 MAX_CLASS_IMAGES = 200
 MAX_CAPTION_CHARS = 300
+MAX_CLASS_PROMPTS = 50
+
+# Where the LoRA adapters go in the UNet (TrainingSpec.lora_targets; "" = the method's default,
+# DEFAULT_LORA_TARGETS). "attention": every attention projection, self- and cross-attention
+# (to_q/to_k/to_v/to_out.0); "cross_attention": only the cross-attention's to_k/to_v (attn2, as
+# Custom Diffusion), which see only the text, so what changes is what the words mean rather than
+# how every image is drawn (docs/fine-tuning.md, "Teaching the demo model a new shape").
+LORA_TARGETS: dict[str, str] = {"attention": "all attention projections",
+                                "cross_attention": "cross-attention keys and values"}
+DEFAULT_LORA_TARGETS: dict[str, str] = {"lora": "attention", "dreambooth": "attention"}
 
 # name -> (steps, rank, learning rate): what "quick / standard / thorough" mean, at the batch size
 # of 1 the studio trains with. Measured on the demo model (benchmarks/finetune_shape.py, a new shape
@@ -61,10 +71,14 @@ class TrainingSpec:
     batch_size: int = 1
     train_text_encoder: bool = False
     seed: int = 0
+    lora_targets: str = ""  # key of LORA_TARGETS; "": DEFAULT_LORA_TARGETS[method]
     # DreamBooth
     instance_prompt: str = ""  # e.g. "a photo of zwx dog"; must contain instance_token
     instance_token: str = ""  # the rare token, e.g. "zwx"
     class_prompt: str = ""  # e.g. "a photo of a dog"
+    # several class prompts (used instead of class_prompt when given): class image i is made from
+    # class_prompts[i % len(class_prompts)], so the prior covers every one of them
+    class_prompts: tuple[str, ...] = ()
     prior_preservation: bool = True
     num_class_images: int = 0
     prior_loss_weight: float = 1.0
@@ -110,6 +124,16 @@ class TrainingResult:
     seconds: float = 0.0
 
 
+def lora_targets_of(spec: TrainingSpec) -> str:
+    """The LoRA targets a spec trains: its own, or its method's default."""
+    return spec.lora_targets or DEFAULT_LORA_TARGETS.get(spec.method, "attention")
+
+
+def class_prompts_of(spec: TrainingSpec) -> tuple[str, ...]:
+    """DreamBooth's class prompts: ``class_prompts`` when given, else the one ``class_prompt``."""
+    return tuple(spec.class_prompts) if spec.class_prompts else (spec.class_prompt,)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -135,6 +159,9 @@ def validate_spec(spec: TrainingSpec) -> None:
         raise InvalidRequest("learning_rate", f"must be from {MIN_LEARNING_RATE:g} to {MAX_LEARNING_RATE:g}")
     if not _is_int(spec.resolution) or spec.resolution < 64 or spec.resolution % 8:
         raise InvalidRequest("resolution", "must be a multiple of 8, at least 64")
+    if spec.lora_targets and spec.lora_targets not in LORA_TARGETS:
+        raise InvalidRequest("lora_targets", f"unknown LoRA targets {spec.lora_targets!r}; "
+                                             f"one of {', '.join(LORA_TARGETS)}")
     if spec.method == "dreambooth":
         _validate_dreambooth(spec)
 
@@ -146,9 +173,30 @@ def _validate_dreambooth(spec: TrainingSpec) -> None:
     if token not in spec.instance_prompt.split():
         raise InvalidRequest("instance_prompt", f"must contain the instance token {token!r}")
     if spec.prior_preservation:
-        if not spec.class_prompt.strip():
-            raise InvalidRequest("class_prompt", "prior preservation needs a class prompt, e.g. 'a photo of a dog'")
-        if token in spec.class_prompt.split():
-            raise InvalidRequest("class_prompt", "must not contain the instance token")
+        if spec.class_prompts:
+            _validate_class_prompts(spec, token)
+        else:
+            if not spec.class_prompt.strip():
+                raise InvalidRequest("class_prompt", "prior preservation needs a class prompt, e.g. 'a photo of a dog'")
+            if token in spec.class_prompt.split():
+                raise InvalidRequest("class_prompt", "must not contain the instance token")
         if not _is_int(spec.num_class_images) or not 1 <= spec.num_class_images <= MAX_CLASS_IMAGES:
             raise InvalidRequest("num_class_images", f"must be a whole number from 1 to {MAX_CLASS_IMAGES}")
+        if spec.num_class_images < len(spec.class_prompts):
+            raise InvalidRequest("num_class_images", f"{spec.num_class_images} class images cannot cover "
+                                                     f"{len(spec.class_prompts)} class prompts")
+
+
+def _validate_class_prompts(spec: TrainingSpec, token: str) -> None:
+    prompts = spec.class_prompts
+    if isinstance(prompts, str) or not isinstance(prompts, (tuple, list)):
+        raise InvalidRequest("class_prompts", "must be a list of prompts")
+    if len(prompts) > MAX_CLASS_PROMPTS:
+        raise InvalidRequest("class_prompts", f"{len(prompts)} class prompts: at most {MAX_CLASS_PROMPTS}")
+    for number, prompt in enumerate(prompts, 1):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidRequest("class_prompts", f"class prompt {number} is empty")
+        if len(prompt) > MAX_CAPTION_CHARS:
+            raise InvalidRequest("class_prompts", f"class prompt {number} is over {MAX_CAPTION_CHARS} characters")
+        if token in prompt.split():
+            raise InvalidRequest("class_prompts", f"class prompt {number} must not contain the instance token")
