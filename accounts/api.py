@@ -30,6 +30,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "conflict": (409, "Conflict"),
     "validation-error": (422, "The request is not valid"),
     "rate-limited": (429, "Too many requests"),
+    "too-many-active-jobs": (429, "Too many jobs waiting or running"),
     "server-error": (500, "Server error"),
 }
 

@@ -521,3 +521,24 @@ class LoRA(models.Model):
     @property
     def short_hash(self) -> str:
         return self.sha256[:12]
+
+
+class ApiIdempotencyKey(models.Model):
+    """An `Idempotency-Key` an API client sent with a creating call (Stripe's convention), and the
+    job that call made. Written in the submit's transaction, unique per (API key, idempotency key):
+    a retry with the same key and the same request gets the same job and is charged once; the same
+    key with another request is refused (generation/api/submit.py)."""
+
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64, help_text="SHA-256 of the method, path and canonical body.")
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique_per_api_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.job_id}"

@@ -8,6 +8,9 @@ from ninja import Field, Router, Schema
 
 from accounts.api import problems
 from generation.api.generations import router as generations_router
+from generation.api.images import router as images_router
+from generation.api.loras import router as loras_router
+from generation.api.trainings import router as trainings_router
 from generation.engine.contracts import SAMPLERS
 from generation.selectors import model_info
 
@@ -51,3 +54,6 @@ def samplers(request):
 
 
 router.add_router("", generations_router)
+router.add_router("", images_router)
+router.add_router("", trainings_router)
+router.add_router("", loras_router)

@@ -141,7 +141,7 @@ def _lock_membership_allowing_submit(user, team) -> None:
 def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
                guidance_scale: float, sampler: str, seed: int, num_images: int,
                team=None, bill_team: bool = False, canvas: CanvasInput | None = None,
-               loras=()) -> Job:
+               loras=(), api_key=None) -> Job:
     """Create a QUEUED job and reserve its credits in one transaction; wake a worker on commit.
 
     With `team` its images go to that team's gallery; with `bill_team` too, the team's wallet
@@ -149,7 +149,8 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
     canvas's files are stored first and removed again if the job is not created). `loras`:
     LoraChoice(lora, weight) items, checked under the transaction with can_use_lora and snapshotted
     in Job.loras (the prompt should carry their <lora:name:w> tags: forms.CreateForm writes them);
-    they do not change the price.
+    they do not change the price. `api_key`: the accounts.ApiKey it came through (the hold records
+    it and the key's monthly cap applies: billing.ApiKeyCapReached).
     Raises billing.InsufficientCredits (or its MemberCapReached), TooManyActiveJobs,
     TeamNotAllowed or LoraNotAllowed, in which case nothing is written.
     """
@@ -175,7 +176,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
             loras=lora_snapshot, **(canvas.job_fields() if canvas is not None else {}), **files,
         )
         billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost,
-                                team=team if bill_team else None)
+                                team=team if bill_team else None, api_key=api_key)
     except BaseException:
         files_delete_now(list(files.values()))  # no job will name them
         raise

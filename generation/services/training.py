@@ -183,13 +183,14 @@ def _store_images(folder: str, images: list[TrainingImageInput]) -> list[str]:
 
 
 @transaction.atomic
-def training_submit(*, user, name: str, spec_fields: dict, images: list[TrainingImageInput]) -> Job:
+def training_submit(*, user, name: str, spec_fields: dict, images: list[TrainingImageInput], api_key=None) -> Job:
     """Queue a training: validate it, reserve its credits, create its Job (kind TRAIN), Training
     and TrainingImages in one transaction; wake a training worker on commit.
 
     Raises engine InvalidRequest (a setting, with its field), TrainingRefused (a taken name, a
     full fine-tune not allowed), billing.InsufficientCredits or TooManyActiveJobs; then nothing is
-    written and nothing charged (the pictures stored for it are removed again)."""
+    written and nothing charged (the pictures stored for it are removed again). `api_key`: the
+    accounts.ApiKey it came through (recorded on the hold; its monthly cap applies)."""
     if not permissions.can_start_training(user):
         raise TrainingRefused("Sign in to start a training.", status=403)
     if not isinstance(spec_fields, dict):
@@ -232,7 +233,7 @@ def training_submit(*, user, name: str, spec_fields: dict, images: list[Training
                           source_image=images[index].source_image)
             for index, file_name in enumerate(files)
         )
-        billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost)
+        billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost, api_key=api_key)
     except BaseException:
         files_delete_now(files)  # no row will name them
         raise

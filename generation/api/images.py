@@ -1,0 +1,7 @@
+"""The API's images endpoints (to be filled by the issue-12 pass; registered in generation/api/__init__.py)."""
+
+from __future__ import annotations
+
+from ninja import Router
+
+router = Router(tags=["images"])
