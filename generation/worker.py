@@ -18,13 +18,16 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import connection
 from PIL import Image as PILImage
 
 from generation import events, selectors, services
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 0.5
 TRAINING_HEARTBEAT_SECONDS = 2.0  # a training's lease renewal, with the losses since the last one
 TRAINING_EVENT_SECONDS = 0.25  # at most 4 progress events a second
+# The trainer has stretches with no hook to renew its lease from (loading the model, a very long
+# step): a side thread renews it when the trainer's own renewal is this old.
+TRAINING_KEEPER_STALE_SECONDS = 10.0
 THUMBNAIL_SIZE = 256
 QUEUE_KINDS = {"gpu": JobKind.GENERATE, "training": JobKind.TRAIN}  # Celery queue -> the kind it runs
 consumed_queues: set[str] = set()  # set by generation.tasks when the Celery worker is ready
@@ -323,6 +329,33 @@ class TrainingReporter:
         if time.monotonic() - self.last_heartbeat >= TRAINING_HEARTBEAT_SECONDS:
             self.heartbeat()
 
+    @contextmanager
+    def lease_kept(self, *, stale_after: float = TRAINING_KEEPER_STALE_SECONDS):
+        """While the block runs, a side thread renews the lease (and picks up a cancel) whenever
+        the trainer's own renewal is older than `stale_after`, so a model load longer than the
+        lease does not lose the training to the sweeper. It only renews: the losses stay the
+        main thread's to record."""
+        stop = threading.Event()
+
+        def renew_when_stale():
+            try:
+                while not stop.wait(min(stale_after, TRAINING_HEARTBEAT_SECONDS)):
+                    if time.monotonic() - self.last_heartbeat >= stale_after and not self.lease_lost:
+                        self.last_heartbeat = time.monotonic()
+                        self.cancel = bool(self._fenced(services.job_heartbeat, progress_step=self.step)) or self.cancel
+            except Exception:  # noqa: BLE001 - a failed renewal is the sweeper's to notice, not a crash
+                logger.exception("The lease keeper of training %s stopped", self.lease.job_id)
+            finally:
+                connection.close()  # this thread's own connection
+
+        keeper = threading.Thread(target=renew_when_stale, name=f"lease-keeper-{self.lease.job_id}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+
     def eta(self) -> float | None:
         done = self.step - self.resumed_at
         if done <= 0:
@@ -400,11 +433,12 @@ def run_training(lease: services.Lease, *, run_generation_in_pauses: bool = Fals
             result = None
         else:
             _pin_torch_threads()
-            result = Trainer(device=settings.STUDIO_TRAINING_DEVICE or None).run(
-                spec, resume=resume, on_step=reporter.on_step, on_checkpoint=reporter.on_checkpoint,
-                should_cancel=reporter.should_cancel, pause_point=reporter.pause_point,
-                pause_every_s=settings.STUDIO_TRAINING_PAUSE_SECONDS,
-            )
+            with reporter.lease_kept():
+                result = Trainer(device=settings.STUDIO_TRAINING_DEVICE or None).run(
+                    spec, resume=resume, on_step=reporter.on_step, on_checkpoint=reporter.on_checkpoint,
+                    should_cancel=reporter.should_cancel, pause_point=reporter.pause_point,
+                    pause_every_s=settings.STUDIO_TRAINING_PAUSE_SECONDS,
+                )
     except Exception as error:  # the trainer failed on this job: fail it with the reason, keep the worker
         logger.exception("Training %s failed", job.pk)
         if not reporter.lease_lost:
