@@ -373,9 +373,21 @@ def _lora_from(job: Job, training: Training, data: bytes, *, steps: int) -> LoRA
     )
 
 
+def _checkpoint_folder_files(job: Job) -> list[str]:
+    """Every file in a training's checkpoint folder, the recorded ones and any a worker wrote and
+    died before recording (killed between writing the files and committing them)."""
+    folder = f"{_folder(job)}/checkpoints"
+    try:
+        _, names = default_storage.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [f"{folder}/{name}" for name in names]
+
+
 def _drop_checkpoint_files(training: Training) -> None:
     """A finished training needs no resumable state; the LoRA row has its own copy of the file."""
-    files_delete_on_commit([training.checkpoint_file.name, training.checkpoint_lora_file.name])
+    files_delete_on_commit([training.checkpoint_file.name, training.checkpoint_lora_file.name,
+                            *_checkpoint_folder_files(training.job)])
     Training.objects.filter(pk=training.pk).update(checkpoint_file="", checkpoint_lora_file="")
 
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 from PIL import Image as PILImage
@@ -246,6 +247,19 @@ def test_cancel_before_any_checkpoint_and_failure_release_everything():
         assert ledger(job) == [(EntryKind.RESERVE, 40), (EntryKind.RELEASE, 40)]
     assert wallet_balance(user=user) == (100, 0) and LoRA.objects.count() == 0
     assert not Training.objects.get(pk=failed.pk).checkpoint_file
+
+
+def test_a_finished_training_leaves_no_checkpoint_files_not_even_an_unrecorded_one():
+    user = make_user(credits=100)
+    job = submit(user)
+    lease = claim_training()
+    services.training_checkpoint_saved(lease=lease, checkpoint=checkpoint(25))
+    # a worker killed between writing a checkpoint's files and committing them left this behind
+    orphan = default_storage.save(f"trainings/{user.pk}/{job.pk}/checkpoints/000050-dead.state.safetensors",
+                                  ContentFile(b"state-50"))
+    services.training_fail(lease=lease, reason="worker lost")
+    assert not default_storage.exists(orphan)
+    assert stored_files(user, f"trainings/{user.pk}/{job.pk}/checkpoints") == []
 
 
 @pytest.mark.database
