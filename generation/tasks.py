@@ -29,6 +29,11 @@ def sweep_expired_jobs() -> dict:
     return counts
 
 
+@shared_task(ignore_result=True)
+def sweep_training_drafts() -> int:
+    return services.training_drafts_sweep_abandoned()
+
+
 @worker_ready.connect
 def drain_queue_on_start(sender=None, **kwargs) -> None:
     """Jobs queued while no worker was up (or whose wake-up message was lost) start now, and so do

@@ -45,8 +45,14 @@ def _get_training(request: HttpRequest, job_id) -> Job:
 # --- The draft between step 1 and step 2 --------------------------------------------------------
 
 def _draft(request: HttpRequest) -> dict | None:
+    """The session's draft, if its pictures are still stored (the sweeper removes abandoned ones)."""
     draft = request.session.get(DRAFT_KEY)
-    return draft if isinstance(draft, dict) and draft.get("images") else None
+    if not (isinstance(draft, dict) and draft.get("images")):
+        return None
+    if not all(default_storage.exists(item.get("file", "")) for item in draft["images"]):
+        request.session.pop(DRAFT_KEY)
+        return None
+    return draft
 
 
 def _drop_draft(request: HttpRequest) -> None:

@@ -186,6 +186,8 @@ STUDIO_PREVIEW_INTERVAL_SECONDS = float(os.environ.get("STUDIO_PREVIEW_INTERVAL_
 # at most, a training pauses to let waiting generation jobs run on a worker that runs both.
 STUDIO_TRAINING_DEVICE = os.environ.get("STUDIO_TRAINING_DEVICE", "")
 STUDIO_TRAINING_PAUSE_SECONDS = float(os.environ.get("STUDIO_TRAINING_PAUSE_SECONDS", "2"))
+# Pictures of a new training's step 1 that never reached step 2's Start go after this long (beat, hourly).
+STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = float(os.environ.get("STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS", "24"))
 # The worker's torch CPU threads. 1 by default: in the embedded run it shares the CPU with daphne and
 # Redis, and more threads than free cores spin (docs/benchmarks.md). 0 or empty: torch's default.
 STUDIO_TORCH_THREADS = int(os.environ.get("STUDIO_TORCH_THREADS", "1") or 0)
@@ -195,7 +197,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-expired-jobs": {
         "task": "generation.tasks.sweep_expired_jobs",
         "schedule": STUDIO_SWEEP_INTERVAL_SECONDS,
-    }
+    },
+    "sweep-training-drafts": {"task": "generation.tasks.sweep_training_drafts", "schedule": 3600},
 }
 
 # --- Accounts (django-allauth) ------------------------------------------------------------------

@@ -8,7 +8,7 @@ and comes back can never finish a job a second time.
     images.py   favourite, delete one image (its files go after commit; credits stay)
     queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
     training.py a training job: submit, price; checkpoints, losses, samples, succeed/cancelled/fail
-    sweeps.py   expired leases and stranded queues (beat)
+    sweeps.py   expired leases, stranded queues, abandoned training drafts (beat)
     recovery.py leases of workers known to be dead (a worker restarted on their host)
     teams.py    team changes that cancel jobs on the team wallet and close sockets
     sharing.py  public links: make, revoke (generation.permissions decides who)
@@ -42,7 +42,7 @@ from generation.services.queue import (
     job_succeed,
 )
 from generation.services.recovery import jobs_release_leases_of
-from generation.services.sweeps import jobs_sweep_expired, jobs_wake_if_stranded
+from generation.services.sweeps import jobs_sweep_expired, jobs_wake_if_stranded, training_drafts_sweep_abandoned
 from generation.services.teams import (
     team_create,
     team_member_change_role,
@@ -75,6 +75,7 @@ __all__ = [
     "jobs_release_leases_of",
     "jobs_sweep_expired",
     "jobs_wake_if_stranded",
+    "training_drafts_sweep_abandoned",
     "wake_workers",
     "team_create",
     "team_member_change_role",

@@ -1,4 +1,5 @@
-"""Sweeping (beat, periodically): jobs whose worker stopped renewing its lease, stranded queues."""
+"""Sweeping (beat, periodically): jobs whose worker stopped renewing its lease, stranded queues,
+abandoned drafts of new trainings."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -13,6 +15,7 @@ from billing import services as billing
 from generation import events
 from generation.models import Job, JobKind, JobState
 from generation.services import training, wakeup
+from generation.services.files import files_delete_now
 from generation.services.queue import finish
 
 logger = logging.getLogger(__name__)
@@ -84,3 +87,28 @@ def _sweep_one(job_id) -> str | None:
     job.refresh_from_db()
     events.job_state_changed(job)
     return "requeued"
+
+
+TRAINING_DRAFTS = "training-drafts"  # <user>/<draft>/<index>.png: step 1 of a new training (training_views)
+
+
+def training_drafts_sweep_abandoned(*, now=None) -> int:
+    """Remove the pictures of new-training drafts nobody finished: a draft whose newest file is
+    older than STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS (its page then starts again at step 1).
+    Returns how many drafts went."""
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS)
+    removed = 0
+    for user_folder in _subfolders(TRAINING_DRAFTS):
+        for draft in _subfolders(user_folder):
+            files = [f"{draft}/{name}" for name in default_storage.listdir(draft)[1]]
+            if all(default_storage.get_modified_time(name) < cutoff for name in files):
+                files_delete_now(files)
+                removed += 1
+    return removed
+
+
+def _subfolders(folder: str) -> list[str]:
+    try:
+        return [f"{folder}/{name}" for name in default_storage.listdir(folder)[0]]
+    except FileNotFoundError:
+        return []

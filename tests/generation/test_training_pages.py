@@ -98,6 +98,28 @@ def test_step_two_without_a_draft_goes_back_to_step_one(client):
     assert response.status_code == 302 and response["Location"] == reverse("generation:training_new")
 
 
+def test_an_abandoned_draft_is_swept_after_a_day_and_its_page_starts_again(client, settings, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.services import training_drafts_sweep_abandoned
+
+    settings.MEDIA_ROOT = str(tmp_path)  # only this test's drafts
+    signed_in(client)
+    client.post(reverse("generation:training_new"), {
+        "instance_prompt": "a photo of zwx dog", "images": [upload(), upload("b.png"), upload("c.png")]})
+    files = [item["file"] for item in client.session["training_draft"]["images"]]
+    settings.STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = 24
+    assert training_drafts_sweep_abandoned(now=timezone.now() + timedelta(hours=23)) == 0  # still fresh
+    assert all(default_storage.exists(name) for name in files)
+    assert training_drafts_sweep_abandoned(now=timezone.now() + timedelta(hours=25)) == 1
+    assert not any(default_storage.exists(name) for name in files)
+    response = client.get(reverse("generation:training_settings"))
+    assert response.status_code == 302 and response["Location"] == reverse("generation:training_new")
+    assert "training_draft" not in client.session
+
+
 def draft_of_three(client):
     response = client.post(reverse("generation:training_new"), {
         "instance_prompt": "a photo of zwx dog", "images": [upload(), upload("b.png"), upload("c.png")]})
