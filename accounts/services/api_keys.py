@@ -114,6 +114,15 @@ def api_key_revoke(*, actor, key: ApiKey) -> ApiKey:
     return key
 
 
+def api_keys_revoke_made_for_team(*, team_id, user_id) -> int:
+    """Revoke the team's keys this member made: called when they stop being one of its admins
+    (demoted, removed, left), so a token they still hold stops spending the team's credits and
+    reading its gallery. The team's other admins make new keys. Returns how many were revoked."""
+    return ApiKey.objects.filter(owner_team_id=team_id, created_by_id=user_id, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+
+
 def api_key_touch(*, key: ApiKey, now=None) -> bool:
     """Record that the key was used: one conditional UPDATE, at most once a minute per key (a busy
     key does not write on every request). Returns whether it wrote."""

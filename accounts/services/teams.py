@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from accounts import permissions
 from accounts.models import ROLE_RANK, Invitation, Membership, Team, TeamRole
+from accounts.services.api_keys import api_keys_revoke_made_for_team
 
 INVITATION_MAIL = "teams/email/invitation"  # templates/teams/email/invitation_{subject,message}.txt
 
@@ -108,6 +109,8 @@ def membership_change_role(*, team: Team, actor, user_id, role: str) -> tuple[Me
     if previous != role:
         target.role = role
         target.save(update_fields=["role"])
+        if not permissions.can_manage_api_keys(role):
+            api_keys_revoke_made_for_team(team_id=team.pk, user_id=target.user_id)
     return target, previous
 
 
@@ -121,6 +124,7 @@ def membership_remove(*, team: Team, actor, user_id) -> Membership:
             raise TeamRuleBroken("The owner cannot be removed; they can transfer ownership first.")
         raise TeamRuleBroken("You cannot remove that member.")
     target.delete()
+    api_keys_revoke_made_for_team(team_id=team.pk, user_id=target.user_id)
     return target
 
 
@@ -131,6 +135,7 @@ def membership_leave(*, team: Team, user) -> Membership:
     if membership.role == TeamRole.OWNER:
         raise TeamRuleBroken("You own this team: transfer ownership to another member before you leave.")
     membership.delete()
+    api_keys_revoke_made_for_team(team_id=team.pk, user_id=user.pk)
     return membership
 
 

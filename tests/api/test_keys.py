@@ -112,6 +112,24 @@ def test_team_keys_are_made_and_revoked_by_team_admins_only():
     assert api_key_authenticate(token) is None
 
 
+@pytest.mark.parametrize("leaves", ["demoted", "removed", "left"])
+def test_an_admin_who_stops_being_one_takes_their_team_keys_with_them(leaves):
+    owner, admin, other_admin = make_user(), make_user(), make_user()
+    team = team_of(owner, **{TeamRole.ADMIN: admin})
+    Membership.objects.create(team=team, user=other_admin, role=TeamRole.ADMIN)
+    _, theirs = accounts.api_key_create(actor=admin, name="theirs", scopes=["generate"], team=team)
+    _, own = accounts.api_key_create(actor=admin, name="own", scopes=["generate"])
+    _, colleagues = accounts.api_key_create(actor=other_admin, name="colleague's", scopes=["generate"], team=team)
+    if leaves == "demoted":
+        accounts.membership_change_role(team=team, actor=owner, user_id=admin.pk, role=TeamRole.MEMBER)
+    elif leaves == "removed":
+        accounts.membership_remove(team=team, actor=owner, user_id=admin.pk)
+    else:
+        accounts.membership_leave(team=team, user=admin)
+    assert api_key_authenticate(theirs) is None
+    assert api_key_authenticate(own) is not None and api_key_authenticate(colleagues) is not None
+
+
 def test_last_used_is_written_at_most_once_a_minute():
     key, _ = accounts.api_key_create(actor=make_user(), name="k", scopes=["generate"])
     now = timezone.now()
