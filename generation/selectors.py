@@ -16,7 +16,7 @@ from accounts.selectors import teams_of
 from generation import permissions
 from generation.engine.contracts import ModelInfo
 from generation.engine.model_info import read_model_info
-from generation.models import Collection, CollectionItem, Image, Job, JobKind, JobState
+from generation.models import Collection, CollectionItem, Image, Job, JobKind, JobState, LoRA
 
 SHIPPED_MODEL_DIR = Path(settings.BASE_DIR) / "generation" / "engine" / "weights" / "studio-tiny"
 
@@ -113,6 +113,17 @@ def job_context(job: Job) -> dict:
     """What every rendering of a job needs (page, fragment, websocket message)."""
     images = sorted(job.images.all(), key=lambda image: image.index)
     return {"job": job, "images": images, "queue_position": queue_position(job)}
+
+
+def job_loras(job: Job, viewer) -> list[dict]:
+    """The LoRAs a job applied, as recorded when it was submitted (name, weight, hash), each with
+    its page's id when `viewer` may still see that LoRA (it may be deleted or unshared since)."""
+    if not job.loras:
+        return []
+    ids = [item["id"] for item in job.loras]
+    visible = {str(pk) for pk in LoRA.objects.visible_to(viewer).filter(pk__in=ids).values_list("pk", flat=True)}
+    return [{"name": item["name"], "weight": item["weight"], "short_hash": item["sha256"][:12],
+             "lora_id": item["id"] if item["id"] in visible else None} for item in job.loras]
 
 
 # --- The gallery --------------------------------------------------------------------------------

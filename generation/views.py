@@ -185,7 +185,8 @@ def job_detail(request: HttpRequest, job_id) -> HttpResponse:
     job = _get_job(request, job_id)
     if job.is_training:  # a training has its own page (docs/fine-tuning.md)
         return redirect("generation:training_detail", job_id=job.pk)
-    return render(request, "generation/job_detail.html", selectors.job_context(job))
+    context = {**selectors.job_context(job), "loras": selectors.job_loras(job, request.user)}
+    return render(request, "generation/job_detail.html", context)
 
 
 @login_required
@@ -220,6 +221,7 @@ def image_page(request: HttpRequest, image: Image, *, extra: dict | None = None,
     may = {"change": permissions.can_change_image(user, image), "delete": permissions.can_delete_image(user, image)}
     context = {
         "image": image, "job": image.job, "here": request.get_full_path(), "may": may,
+        "loras": selectors.job_loras(image.job, user),
         **selectors.image_collections_panel(user, image), **selectors.image_team_panel(user, image),
         **(extra or {}),
     }

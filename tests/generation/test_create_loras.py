@@ -14,7 +14,7 @@ from django.urls import reverse
 from accounts.models import Membership, TeamRole
 from billing import selectors as billing_selectors
 from generation import services, worker
-from generation.models import Job, LoRA, LoRASource
+from generation.models import Image, Job, LoRA, LoRASource
 from tests.factories import job_params
 from tests.factories import make_user as _make_user
 
@@ -217,3 +217,22 @@ def test_the_canvas_page_offers_the_picker_and_its_job_snapshots_the_loras(clien
     assert job.mode == "outpaint" and job.prompt == "the sea <lora:tagged:0.4> <lora:mine:1.25>"
     assert [(entry["name"], entry["weight"]) for entry in job.loras] == [("mine", 1.25), ("tagged", 0.4)]
     assert [ref.name for ref in worker.request_for(job).loras] == ["mine", "tagged"]
+
+
+def test_the_job_and_image_pages_list_the_loras_used_linking_those_still_visible(client, people):
+    owner, member, *_ = people
+    mine, gone = make_lora(owner, "mine"), make_lora(owner, "gone")
+    post(client, owner, rows=[(mine.pk, 0.5), (gone.pk, 1.25)])
+    job = Job.objects.get(user=owner)
+    Job.objects.filter(pk=job.pk).update(state="succeeded")  # a finished job: nothing uses the LoRA now
+    services.lora_delete(user=owner, lora=gone)
+    page = client.get(reverse("generation:job_detail", args=[job.pk])).content.decode()
+    listed = page[page.index("data-job-loras"):]
+    assert f'<a href="{reverse("generation:lora_detail", args=[mine.pk])}">mine</a>' in listed
+    assert "× 0.5" in listed and mine.sha256[:12] in listed
+    assert "gone\n" in listed and "× 1.25" in listed  # named, no longer linked
+    assert reverse("generation:lora_detail", args=[gone.pk]) not in page
+
+    image = Image.objects.create(job=job, owner=owner, index=0, seed=1, width=64, height=64, file="images/x.png")
+    page = client.get(reverse("generation:image_detail", args=[image.pk])).content.decode()
+    assert "<dt>LoRAs</dt>" in page and f'{reverse("generation:lora_detail", args=[mine.pk])}">mine</a>' in page
