@@ -150,6 +150,11 @@ class StudioAPI(NinjaAPI):
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
+                if "requestBody" in operation:  # a body that does not parse is a 400 problem, on any of them
+                    operation["responses"].setdefault("400", {
+                        "description": "Bad Request",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    })
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
                     if int(status) >= 400 and "application/json" in content:
@@ -238,8 +243,8 @@ def _not_found(request, exc):
 
 
 _SLUG_FOR_STATUS = {400: "bad-request", 401: "unauthorized", 402: "insufficient-credits", 403: "forbidden",
-                    404: "not-found", 405: "method-not-allowed", 409: "conflict", 422: "validation-error",
-                    429: "rate-limited"}
+                    404: "not-found", 405: "method-not-allowed", 409: "conflict", 415: "unsupported-media-type",
+                    422: "validation-error", 429: "rate-limited"}
 
 
 @api.exception_handler(HttpError)

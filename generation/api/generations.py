@@ -1,9 +1,11 @@
-"""GET /generations and /generations/{id}: a key's own generation jobs (read-only in this pass).
+"""/generations: create one (text to image, image to image, inpaint, outpaint, with LoRAs), list
+mine, get one, cancel one.
 
 A user's key sees the jobs its user made; a team's key the jobs made into that team's gallery.
-Anything else is a 404, the same answer as a job that does not exist. Needs the `generate` or
-`read_images` scope. Creating, cancelling and the progress stream come with the next pass (they
-need `job_submit(..., api_key=)`, so the hold records the key and its cap applies).
+Anything else is a 404, the same answer as a job that does not exist. Reading needs the `generate`
+or `read_images` scope, creating and cancelling `generate`. Creating goes through the web's own
+form (generation_create.py) and job_submit with the key, so the hold records the key and its
+monthly cap applies; `Idempotency-Key` and the credit headers come from submit.py.
 """
 
 from __future__ import annotations
@@ -13,11 +15,26 @@ from datetime import datetime
 from typing import Literal
 
 from django.db.models import Prefetch
-from ninja import Field, Query, Router, Schema
+from django.http import HttpResponse
+from ninja import Field, Query, Router, Schema, Status
 
-from accounts.api import ApiProblem, api_key_of, problems
+from accounts.api import ApiProblem, api_key_of, problems, require_scope
+from generation.api.generation_create import bound_form, openapi_request_body, parse_request
+from generation.api.live import live_progress
+from generation.api.submit import (
+    SUBMIT_REFUSALS,
+    credits_charged,
+    form_problem,
+    idempotency_key_of,
+    key_actor,
+    request_fingerprint,
+    spend_headers,
+    submit_once,
+    submit_problem,
+)
 from generation.models import Image, Job, JobKind
 from generation.selectors import queue_position
+from generation.services import jobs as job_services
 
 router = Router(tags=["generations"])
 READ_SCOPES = ("generate", "read_images")
@@ -33,9 +50,18 @@ class ImageOut(Schema):
     height: int
 
 
-class ProgressOut(Schema):
+class GenerationProgressOut(Schema):
     step: int
     total_steps: int
+    eta_seconds: float | None = Field(description="While running, once measurable.")
+    preview_url: str | None = Field(description="The latest denoising preview, while running.")
+
+
+class LoraUsedOut(Schema):
+    id: uuid.UUID
+    name: str
+    sha256: str
+    weight: float
 
 
 class GenerationOut(Schema):
@@ -52,8 +78,12 @@ class GenerationOut(Schema):
     seed: int
     num_images: int
     model_name: str
+    loras: list[LoraUsedOut]
+    team_id: uuid.UUID | None = Field(description="The team gallery its images go to, if any.")
     cost: int = Field(description="Credits reserved; charged only for a job that succeeds.")
-    progress: ProgressOut
+    credits_charged: int = Field(description="Held while it waits or runs; once final, what it was charged "
+                                             "(0 for a job cancelled or failed).")
+    progress: GenerationProgressOut
     queue_position: int | None = Field(description="1-based place in the fair-share queue while queued.")
     error: str
     created_at: datetime
@@ -86,11 +116,15 @@ def _readable_by(request):
 
 
 def _out(job: Job) -> GenerationOut:
+    live = live_progress(job)
     return GenerationOut(
         id=job.pk, state=job.state, mode=job.mode, prompt=job.prompt, negative_prompt=job.negative_prompt,
         width=job.width, height=job.height, steps=job.steps, guidance_scale=job.guidance_scale,
-        sampler=job.sampler, seed=job.seed, num_images=job.num_images, model_name=job.model_name, cost=job.cost,
-        progress=ProgressOut(step=job.progress_step, total_steps=job.steps),
+        sampler=job.sampler, seed=job.seed, num_images=job.num_images, model_name=job.model_name,
+        loras=[LoraUsedOut(**lora) for lora in job.loras], team_id=job.team_id, cost=job.cost,
+        credits_charged=credits_charged(job),
+        progress=GenerationProgressOut(step=live.step, total_steps=live.total_steps, eta_seconds=live.eta_seconds,
+                             preview_url=live.preview_url),
         queue_position=queue_position(job) if job.state == "queued" else None,
         error=job.error, created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
         images=[ImageOut(id=i.pk, index=i.index, seed=i.seed, width=i.width, height=i.height) for i in job.images.all()],
@@ -110,7 +144,64 @@ def generation_list(request, query: Query[ListQuery]):
 @router.get("/generations/{generation_id}", response={200: GenerationOut, **problems(403, 404, 422)},
             summary="One generation job: state, progress, queue position, images")
 def generation_detail(request, generation_id: uuid.UUID):
+    return _out(_own_job(request, generation_id))
+
+
+def _own_job(request, generation_id) -> Job:
     job = _readable_by(request).filter(pk=generation_id).first()
     if job is None:
         raise ApiProblem("not-found", "No generation with this id is yours.")
+    return job
+
+
+# --- Creating and cancelling ------------------------------------------------------------------------
+
+FORM_FIELD_NAMES = {"save_to": "team", "lora": "loras", "lora_weight": "loras"}  # the form's name -> the API's
+
+
+@router.post(
+    "/generations", response={202: GenerationOut, **problems(400, 402, 403, 409, 415, 422)},
+    openapi_extra=openapi_request_body(), summary="Create a generation (text or picture to image, with LoRAs)",
+    description=(
+        "Queues a job and reserves its credits; answers at once with the job (202), its cost and queue place. "
+        "JSON, or multipart/form-data to upload `source` and `mask` as files. Send an `Idempotency-Key` "
+        "header to retry safely: the same key and body return the same job, charged once."
+    ),
+)
+def generation_create(request, response: HttpResponse):
+    key = require_scope(request, "generate")
+    parsed = parse_request(request)
+    idempotency_key = idempotency_key_of(request)
+    actor = key_actor(key)
+
+    def submit() -> Job:
+        form = bound_form(parsed, actor=actor)
+        if not form.is_valid():
+            raise form_problem(form, field_names=FORM_FIELD_NAMES)
+        try:
+            return job_services.job_submit(user=actor.user, **form.request_fields(), **form.destination(),
+                                           loras=form.loras, canvas=getattr(form, "canvas", None), api_key=key)
+        except SUBMIT_REFUSALS as error:
+            raise submit_problem(error) from error
+
+    submitted = submit_once(key=key, idempotency_key=idempotency_key,
+                            fingerprint=request_fingerprint(request, parsed.raw, parsed.files), submit=submit)
+    job = _readable_by(request).get(pk=submitted.job.pk)
+    response["Location"] = f"/api/v1/generations/{job.pk}"
+    spend_headers(response, job=job, key=key)
+    if submitted.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return Status(202, _out(job))
+
+
+@router.post("/generations/{generation_id}/cancel", response={200: GenerationOut, **problems(403, 404, 409, 422)},
+             summary="Cancel a generation: a queued one at once (refunded), a running one at its next step")
+def generation_cancel(request, generation_id: uuid.UUID, response: HttpResponse):
+    key = require_scope(request, "generate")
+    job = _own_job(request, generation_id)
+    if not job.is_active:
+        raise ApiProblem("conflict", f"This generation has already {job.state}; there is nothing to cancel.")
+    job = job_services.job_cancel(job=job)
+    job = _readable_by(request).get(pk=job.pk)
+    spend_headers(response, job=job, key=key)
     return _out(job)

@@ -15,6 +15,7 @@ from django.db import close_old_connections
 from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from accounts import services as accounts
 from tests.api.conftest import fast_user as make_user
@@ -45,14 +46,18 @@ def test_every_operation_keeps_to_the_schema(wsgi_app):
     seen_statuses = set()
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            if mode is GenerationMode.NEGATIVE and not operation.query:
+            if mode is GenerationMode.NEGATIVE and not (operation.query or operation.body):
                 continue  # nothing to get wrong but the path itself
 
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=5, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck))
             def check(case):
-                response = case.call_and_validate(headers={"Authorization": f"Bearer {token}"})
+                # A schema cannot say everything a request must be (a picture that decodes, a size the
+                # model can make, enough credits): a schema-valid request may still get a documented
+                # 4xx problem. Every other check stays: no 5xx, documented statuses, valid bodies.
+                response = case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
+                                                  excluded_checks=[positive_data_acceptance])
                 seen_statuses.add(response.status_code)
 
             check()
