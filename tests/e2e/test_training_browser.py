@@ -1,7 +1,9 @@
 """Fine-tuning in Chromium on the live stack (daphne, a worker with the test model): start a training
 through the web page (three tiny pictures, the quick preset cut to a few steps at 64 px through
 Advanced), watch its loss curve and samples arrive over the websocket, see the LoRA appear in the
-library, then generate with it on Create (its "Use on Create" link preselects it). Screenshots of every page on the way."""
+library, then generate with it on Create (its "Use on Create" link preselects it). Screenshots of every page on the way.
+Also the Create page's LoRA picker on its own: "Add a LoRA" / "Remove" rows, a LoRA chosen with its weight
+slider, and the job generating with it to success. Both tests share the module's live stack."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from generation.models import Job, JobKind, JobState, LoRA
+from generation import services
+from generation.engine.lora_format import kohya_from_peft
+from generation.models import Job, JobKind, JobState, LoRA, LoRASource
+from generation.selectors import model_path
 from tests.e2e.browser_fixtures import (  # noqa: F401  (fixtures)
     PHONE,
     _fresh_redis_state,
@@ -25,6 +30,7 @@ from tests.e2e.browser_fixtures import (  # noqa: F401  (fixtures)
     shots,
     signed_in,
 )
+from tests.engine.test_lora import peft_states
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -143,3 +149,36 @@ def test_train_watch_and_use_a_lora(signed_in, shots):
     assert "Lora hashes" in infotext and "zwx-hexagon" in infotext, infotext
     shots(page, "7-create-with-lora")
     assert not session.console_errors, session.console_errors
+
+
+def test_a_lora_chosen_with_its_slider_generates(signed_in, shots):
+    session, page, user = signed_in()
+    with orm():
+        unet, te = peft_states(model_path(), rank=4, seed=1, scale=0.3)
+        lora = services.lora_create_from_bytes(owner=user, name="zwx-browser", data=kohya_from_peft(unet, te, alpha=2),
+                                               source=LoRASource.IMPORTED, base_model="studio-tiny")
+    page.goto("/create/")
+    picker = page.locator("[data-lora-picker]")
+    assert picker.locator("[data-lora-row]").count() == 1  # the script dropped nothing but kept one row
+    picker.locator("[data-lora-add]").click()
+    assert picker.locator("[data-lora-row]").count() == 2
+    picker.locator("[data-lora-row]").nth(1).locator("[data-lora-remove]").click()
+    assert picker.locator("[data-lora-row]").count() == 1
+    picker.locator("select[name=lora]").select_option(str(lora.pk))
+    picker.locator("input[name=lora_weight]").fill("0.75")
+    assert picker.locator("[data-lora-weight-value]").inner_text() == "0.75"
+    page.fill("#id_prompt", "a red circle")
+    page.locator("details.advanced summary").click()
+    page.fill("#id_width", "64")
+    page.fill("#id_height", "64")
+    page.fill("#id_steps", "2")
+    shots(page, "1-lora-chosen")
+    page.click("#create-form button[type=submit]")
+    page.wait_for_selector("[data-job-panel]")
+    with orm():
+        job = Job.objects.get(user=user)
+    assert job.loras == [{"id": str(lora.pk), "name": "zwx-browser", "sha256": lora.sha256, "weight": 0.75}]
+    assert job.prompt == "a red circle <lora:zwx-browser:0.75>"
+    page.wait_for_selector(f'#job-{job.pk} [data-state="succeeded"]', timeout=90_000)
+    shots(page, "2-lora-job-succeeded")
+    assert session.console_errors == []
