@@ -118,8 +118,33 @@ def job_state_changed(job) -> None:
     send_event_on_commit(job_group(job.id), {"type": "job.state", "job_id": str(job.id), "state": job.state})
 
 
+LIVE_SECONDS = 600  # how long the latest progress of a job is remembered after its last step
+
+
+def live_keys(job_id) -> tuple[str, str]:
+    """The shared cache's keys for a job's latest step and its latest preview (read by the API)."""
+    return f"job-live:{job_id}", f"job-preview:{job_id}"
+
+
+def _remember_progress(job_id, event: dict) -> None:
+    """Keep the latest step (and, when it carries one, the latest preview) in the shared cache, so
+    an API read of the job costs no database query for its live part. Fail-open like the cache."""
+    from django.core.cache import cache
+
+    step_key, preview_key = live_keys(job_id)
+    try:
+        values = {step_key: {"step": event["step"], "total_steps": event["total_steps"], "elapsed": event["elapsed"]}}
+        if event.get("preview"):
+            values[preview_key] = event["preview"]
+        cache.set_many(values, timeout=LIVE_SECONDS)
+    except Exception as error:  # noqa: BLE001 - progress is a nicety; the job goes on
+        logger.debug("Latest progress of %s not remembered: %s", job_id, error)
+
+
 def job_progress(*, job_id, step: int, total_steps: int, elapsed: float, preview: str | None) -> None:
     """A denoising step finished. `preview` is a data: URL of a small frame, or None (throttled)."""
+    _remember_progress(job_id, {"step": step, "total_steps": total_steps, "elapsed": round(elapsed, 2),
+                                "preview": preview})
     send_event(
         job_group(job_id),
         {

@@ -14,13 +14,15 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
+from asgiref.sync import sync_to_async
 from django.db.models import Prefetch
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from generation.api.generation_create import bound_form, openapi_request_body, parse_request
-from generation.api.live import live_progress
+from generation.api.live import latest_preview, live_progress
+from generation.api.stream import job_events
 from generation.api.submit import (
     SUBMIT_REFUSALS,
     credits_charged,
@@ -32,7 +34,7 @@ from generation.api.submit import (
     submit_once,
     submit_problem,
 )
-from generation.models import Image, Job, JobKind
+from generation.models import Image, Job, JobKind, JobState
 from generation.selectors import queue_position
 from generation.services import jobs as job_services
 
@@ -205,3 +207,44 @@ def generation_cancel(request, generation_id: uuid.UUID, response: HttpResponse)
     job = _readable_by(request).get(pk=job.pk)
     spend_headers(response, job=job, key=key)
     return _out(job)
+
+
+# --- Following one: a stream of events, the latest preview -----------------------------------------
+
+SSE_RESPONSE = {"responses": {"200": {
+    "description": "Server-Sent Events until the generation is final: `state` (the generation, as GET returns "
+                   "it; first a snapshot, then at every change) and `progress` (step, total_steps, elapsed, "
+                   "eta_seconds, preview: a data: URL or null).",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}}}
+
+
+@router.get("/generations/{generation_id}/events", response={200: None, **problems(403, 404, 422)},
+            openapi_extra=SSE_RESPONSE, summary="Follow a generation: its state and progress as Server-Sent Events")
+async def generation_events(request, generation_id: uuid.UUID):
+    job = await sync_to_async(_own_job)(request, generation_id)
+
+    def snapshot() -> dict:
+        return _out(_readable_by(request).get(pk=job.pk)).model_dump(mode="json")
+
+    response = StreamingHttpResponse(job_events(job.pk, snapshot), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    for header, value in getattr(request, "_studio_rate_headers", {}).items():
+        response[header] = value
+    return response
+
+
+@router.get("/generations/{generation_id}/preview", url_name="generation_preview",
+            response={200: None, **problems(403, 404, 422)},
+            openapi_extra={"responses": {"200": {"description": "The latest denoising preview (small; PNG or WebP).",
+                                                 "content": {"image/*": {"schema": {"type": "string",
+                                                                                    "format": "binary"}}}}}},
+            summary="The latest preview frame of a running generation")
+def generation_preview(request, generation_id: uuid.UUID):
+    job = _own_job(request, generation_id)
+    found = latest_preview(job.pk) if job.state == JobState.RUNNING else None
+    if found is None:
+        raise ApiProblem("not-found", "This generation has no preview now: previews exist while it runs.")
+    data, mime = found
+    return HttpResponse(data, content_type=mime, headers={"Cache-Control": "no-store"})
