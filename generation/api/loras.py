@@ -19,7 +19,7 @@ from django.http import HttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
-from generation import permissions, serving, services
+from generation import permissions, services, serving
 from generation.api.submit import form_problem
 from generation.forms import usable_loras
 from generation.models import LoRA
@@ -86,8 +86,10 @@ def _out(key, lora: LoRA) -> LoraOut:
     return LoraOut(
         id=lora.pk, name=lora.name, description=lora.description, trigger_words=lora.trigger_words, rank=lora.rank,
         steps=lora.steps, base_family=lora.base_family, sha256=lora.sha256, size_bytes=lora.size_bytes,
-        source=lora.source, team_id=lora.team_id, mine=key.owner_user_id is not None and lora.owner_id == key.owner_user_id,
-        may_download=_may_download(key, lora), created_at=lora.created_at, file_url=f"/api/v1/loras/{lora.pk}/file",
+        source=lora.source, team_id=lora.team_id,
+        mine=key.owner_user_id is not None and lora.owner_id == key.owner_user_id,
+        may_download=_may_download(key, lora), created_at=lora.created_at,
+        file_url=f"/api/v1/loras/{lora.pk}/file",
     )
 
 
@@ -150,7 +152,8 @@ def lora_remove(request, lora_id: uuid.UUID):
 
 def _import_body() -> dict:
     schema = {"type": "object", "required": ["name", LORA_FIELD], "properties": {
-        "name": {"type": "string", "maxLength": 64, "description": "Letters, digits, _ . - (what <lora:name:w> calls it)."},
+        "name": {"type": "string", "maxLength": 64,
+                 "description": "Letters, digits, _ . - (what <lora:name:w> calls it)."},
         "description": {"type": "string", "maxLength": 500},
         LORA_FIELD: {"type": "string", "format": "binary",
                      "description": "A .safetensors file (kohya/A1111, diffusers or PEFT keys); pickles are refused."},

@@ -103,7 +103,7 @@ def test_not_enough_credits_is_402_and_a_taken_name_409_with_nothing_kept(client
 
 
 def test_an_idempotent_retry_returns_the_same_training_charged_once(client):
-    user, auth = keyed()
+    _, auth = keyed()
     first = start(client, auth, headers={"HTTP_IDEMPOTENCY_KEY": "retry-1"})
     again = start(client, auth, headers={"HTTP_IDEMPOTENCY_KEY": "retry-1"})
     assert first.status_code == again.status_code == 202 and again["Idempotent-Replayed"] == "true"
