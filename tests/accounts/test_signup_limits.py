@@ -12,7 +12,7 @@ from accounts.models import Signup
 from accounts.services import email_mailbox
 from tests.factories import make_user
 
-pytestmark = [pytest.mark.django_db, pytest.mark.database]
+pytestmark = [pytest.mark.django_db]
 
 SIGNUP = "/accounts/signup/"
 PASSWORD = "a-Long-enough-pw-42"
@@ -32,6 +32,7 @@ def users() -> int:
     return get_user_model().objects.count()
 
 
+@pytest.mark.database
 def test_one_address_opens_at_most_the_hourly_number_of_accounts(client, settings):
     settings.STUDIO_SIGNUPS_PER_ADDRESS_PER_HOUR = 3
     for _ in range(3):
@@ -43,6 +44,7 @@ def test_one_address_opens_at_most_the_hourly_number_of_accounts(client, setting
     assert signed_up(sign_up(client, REMOTE_ADDR="198.51.100.6"))  # another address is not affected
 
 
+@pytest.mark.database
 def test_one_address_opens_at_most_the_daily_number_of_accounts(client, settings):
     settings.STUDIO_SIGNUPS_PER_ADDRESS_PER_HOUR = 0
     settings.STUDIO_SIGNUPS_PER_ADDRESS_PER_DAY = 2
@@ -55,6 +57,7 @@ def test_one_address_opens_at_most_the_daily_number_of_accounts(client, settings
     assert not signed_up(response) and "at most 2 a day" in response.content.decode()
 
 
+@pytest.mark.database
 def test_one_email_domain_opens_at_most_the_hourly_number_of_accounts(client, settings):
     settings.STUDIO_SIGNUPS_PER_DOMAIN_PER_HOUR = 2
     for number in range(2):
@@ -85,6 +88,7 @@ def test_without_a_trusted_proxy_x_forwarded_for_is_ignored(client, settings):
     assert set(Signup.objects.values_list("address", flat=True)) == {"10.0.0.1"}
 
 
+@pytest.mark.database
 def test_free_credits_only_for_the_first_sign_ups_of_an_address_each_day(client, settings):
     settings.STUDIO_FREE_CREDITS_PER_ADDRESS_PER_DAY = 2
     for _ in range(3):
@@ -94,6 +98,7 @@ def test_free_credits_only_for_the_first_sign_ups_of_an_address_each_day(client,
     assert due == [True, True, False, True]
 
 
+@pytest.mark.database
 def test_a_second_account_for_the_same_mailbox_earns_no_free_credits(client):
     assert signed_up(sign_up(client, "Jane.Doe@gmail.com", REMOTE_ADDR="198.51.100.1"))
     assert signed_up(sign_up(client, "janedoe+studio@googlemail.com", REMOTE_ADDR="198.51.100.2"))
@@ -116,6 +121,7 @@ def test_mailbox(email, mailbox):
     assert email_mailbox(email) == mailbox
 
 
+@pytest.mark.database
 def test_sign_up_form_posts_are_rate_limited_with_a_429(client):
     """Ten posts a minute per address (typos included), then a plain 429 page, not a 500."""
     bad = {"email": "someone@example.com", "password1": PASSWORD, "password2": "another-pw-42"}

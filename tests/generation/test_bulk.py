@@ -22,7 +22,7 @@ from generation.services.collections import collection_create
 from tests.factories import make_user
 from tests.generation.test_collections import images_of, make_team, signed_in
 
-pytestmark = [pytest.mark.django_db, pytest.mark.database]
+pytestmark = [pytest.mark.django_db]
 
 BULK = reverse("generation:bulk_action")
 GALLERY = reverse("generation:gallery")
@@ -295,6 +295,7 @@ def test_a_team_admin_deletes_team_images_in_bulk(client):
 
 # --- Bad input ----------------------------------------------------------------------------------
 
+@pytest.mark.database
 @pytest.mark.parametrize("data, message", [
     ({"action": "zip"}, "Select at least one image first."),
     ({"action": "zip", "images": ["not-an-id"]}, "not an image id"),

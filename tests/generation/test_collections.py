@@ -16,7 +16,7 @@ from generation.services.collections import CollectionError, collection_add_imag
 from tests.factories import make_user
 from tests.generation.test_gallery import make_job_with_images, tile_ids
 
-pytestmark = [pytest.mark.django_db, pytest.mark.database]
+pytestmark = [pytest.mark.django_db]
 
 GALLERY = reverse("generation:gallery")
 LIST = reverse("generation:collection_list")
@@ -57,6 +57,7 @@ def test_create_a_personal_collection_from_the_list_page_and_see_it_listed(clien
     assert "Mood board" in page and "0 images" in page
 
 
+@pytest.mark.database
 @pytest.mark.parametrize("name, message", [
     ("", "Give the collection a name."),
     ("x" * 101, "at most 100 characters"),
@@ -70,6 +71,7 @@ def test_a_bad_or_taken_name_is_a_400_with_a_message(client, name, message):
     assert Collection.objects.count() == 1
 
 
+@pytest.mark.database
 def test_two_users_may_use_the_same_name(client):
     collection_create(name="Faves", created_by=make_user())
     collection_create(name="Faves", created_by=make_user())
@@ -184,6 +186,7 @@ def test_the_image_page_adds_to_a_new_collection_and_removes_from_one(client):
     assert Image.objects.filter(pk=image.pk).exists()
 
 
+@pytest.mark.database
 def test_the_image_page_answers_a_bad_choice_with_a_400_and_the_message(client):
     user = make_user()
     image = images_of(user)[0]
@@ -271,6 +274,7 @@ def test_the_gallery_filters_by_one_of_my_collections(client):
     assert tile_ids(client.get(f"{GALLERY}?collection={board.pk}").content.decode()) == [str(picked.pk)]
 
 
+@pytest.mark.database
 @pytest.mark.parametrize("value", ["nonsense", "00000000-0000-0000-0000-000000000000"])
 def test_a_collection_filter_that_is_not_one_of_mine_is_a_400(client, value):
     user = make_user()

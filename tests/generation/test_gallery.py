@@ -19,7 +19,7 @@ from generation import selectors, services
 from generation.models import Image, Job, JobState
 from tests.factories import make_user, submit_job
 
-pytestmark = [pytest.mark.django_db, pytest.mark.database]
+pytestmark = [pytest.mark.django_db]
 
 GALLERY = reverse("generation:gallery")
 TILE_ID = re.compile(r'id="image-([0-9a-f-]{36})"')
@@ -65,6 +65,7 @@ def all_pages(client, url: str, *, htmx: bool = True) -> list[list[str]]:
 
 # --- Paging -------------------------------------------------------------------------------------
 
+@pytest.mark.database
 def test_gallery_pages_cover_every_image_once_newest_first_even_with_equal_timestamps(client_with_credits):
     for _ in range(13):
         make_job_with_images(client_with_credits.user, count=4)  # 52 images: three pages of 24
@@ -89,6 +90,7 @@ def test_oldest_first_and_the_plain_load_more_link_page_without_javascript(clien
     assert 'class="btn" href="/gallery/?sort=oldest&amp;after=' in html  # "Load more" keeps the filters
 
 
+@pytest.mark.database
 def test_a_later_page_does_not_use_offset_and_images_added_meanwhile_do_not_shift_it(client_with_credits):
     for _ in range(7):
         make_job_with_images(client_with_credits.user, count=4)
@@ -119,6 +121,7 @@ def test_gallery_runs_a_constant_number_of_queries(client_with_credits, django_a
 
 # --- Search and filters -------------------------------------------------------------------------
 
+@pytest.mark.database
 def test_search_needs_every_word_case_insensitively(client_with_credits):
     both = make_job_with_images(client_with_credits.user, prompt="A Lighthouse under a stormy sky").images.get()
     make_job_with_images(client_with_credits.user, prompt="a lighthouse at noon")
@@ -147,6 +150,7 @@ def test_sampler_size_and_favourite_filters(client_with_credits):
     assert '<option value="96x64">96×64</option>' in client_with_credits.get(GALLERY).content.decode()
 
 
+@pytest.mark.database
 def test_date_range_includes_both_days(client_with_credits):
     old, middle, new = (make_job_with_images(client_with_credits.user).images.get() for _ in range(3))
     now = timezone.now()
@@ -162,6 +166,7 @@ def test_date_range_includes_both_days(client_with_credits):
     assert ids(date_to=day(5)) == {str(old.pk), str(middle.pk)}
 
 
+@pytest.mark.database
 @pytest.mark.parametrize("query, message", [
     ({"sampler": "nope"}, "Select a valid choice"),
     ({"size": "1x1"}, "Select a valid choice"),
@@ -295,6 +300,7 @@ def test_the_size_filter_offers_only_my_own_sizes(client):
 ON_POSTGRESQL = connection.vendor == "postgresql"
 
 
+@pytest.mark.database
 @pytest.mark.skipif(not ON_POSTGRESQL, reason="PostgreSQL full-text search (CI's PostgreSQL pass)")
 def test_postgresql_searches_prompts_with_full_text_search_and_its_gin_index(client_with_credits):
     lighthouse = make_job_with_images(client_with_credits.user, prompt="Lighthouses under stormy skies").images.get()

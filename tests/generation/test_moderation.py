@@ -23,7 +23,7 @@ from generation.services import moderation, sharing
 from tests.factories import make_user, submit_job
 from tests.generation.sharing_support import make_collection, make_image
 
-pytestmark = [pytest.mark.django_db, pytest.mark.database]
+pytestmark = [pytest.mark.django_db]
 
 QUEUE = reverse("generation:staff_reports")
 HISTORY = reverse("generation:staff_moderation_history")
@@ -92,6 +92,7 @@ def test_a_signed_in_reporter_is_recorded(link):
     assert Report.objects.get().reporter == reporter
 
 
+@pytest.mark.database
 def test_a_bad_report_is_a_400_with_its_message_and_saves_nothing(link):
     response = Client().post(report_url(link), {"reason": "dislike", "details": "x" * 2001})
     assert response.status_code == 400
@@ -106,6 +107,7 @@ def test_a_dead_link_cannot_be_reported(link):
     assert not Report.objects.exists()
 
 
+@pytest.mark.database
 @override_settings(ACCOUNT_RATE_LIMITS={"share_report": "3/h/ip"})
 def test_reports_are_rate_limited_per_address(link):
     first = Client(REMOTE_ADDR="198.51.100.7")
@@ -337,6 +339,7 @@ def test_staff_cannot_suspend_themselves_or_a_superuser(staff):
     assert root.is_active and not ModerationAction.objects.exists()
 
 
+@pytest.mark.database
 def test_a_report_is_acted_on_once(staff, link):
     report = make_report(link)
     act(staff, report, action="dismiss")
@@ -346,6 +349,7 @@ def test_a_report_is_acted_on_once(staff, link):
     assert link.hidden_at is None and ModerationAction.objects.count() == 1
 
 
+@pytest.mark.database
 def test_a_bad_action_is_a_400(staff, link):
     report = make_report(link)
     assert act(staff, report, action="ban_forever").status_code == 400

@@ -14,7 +14,7 @@ from generation.events import capture_events, job_group
 from generation.models import Image, Job, JobState
 from tests.factories import job_params, make_user, submit_job
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.database]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 def stored(index=0, seed=42):
@@ -28,6 +28,7 @@ def state_events(events, job):
     return [event["state"] for group, event in events if group == job_group(job.pk) and event["type"] == "job.state"]
 
 
+@pytest.mark.database
 def test_submit_reserves_credits_and_queues_the_job_in_one_transaction():
     user = make_user(credits=50)
     with capture_events() as events:
@@ -46,6 +47,7 @@ def test_submit_without_enough_credits_creates_nothing():
     assert wallet_balance(user=user) == (1, 0)
 
 
+@pytest.mark.database
 def test_too_many_active_jobs_is_refused(settings):
     settings.STUDIO_MAX_ACTIVE_JOBS_PER_USER = 2
     user = make_user(credits=100)
@@ -56,6 +58,7 @@ def test_too_many_active_jobs_is_refused(settings):
     assert Job.objects.count() == 2
 
 
+@pytest.mark.database
 def test_claim_leases_the_job_and_a_second_claim_finds_nothing():
     user = make_user(credits=50)
     job = submit_job(user)
@@ -66,6 +69,7 @@ def test_claim_leases_the_job_and_a_second_claim_finds_nothing():
     assert services.job_claim_next(worker_id="w2") is None
 
 
+@pytest.mark.database
 def test_claim_is_fair_between_users():
     alice, bob = make_user(credits=100), make_user(credits=100)
     a1, a2, a3 = submit_job(alice), submit_job(alice), submit_job(alice)
@@ -122,6 +126,7 @@ def test_cancel_a_queued_job_releases_at_once():
     assert services.job_claim_next(worker_id="w1") is None
 
 
+@pytest.mark.database
 def test_cancel_a_running_job_asks_the_worker_which_then_stops():
     user = make_user(credits=50)
     job = submit_job(user)
@@ -140,6 +145,7 @@ def expire(job):
     Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 
+@pytest.mark.database
 def test_sweep_requeues_a_job_whose_worker_died_and_fences_the_old_worker():
     user = make_user(credits=50)
     job = submit_job(user)
@@ -162,6 +168,7 @@ def test_sweep_requeues_a_job_whose_worker_died_and_fences_the_old_worker():
     assert wallet_balance(user=user) == (50 - job.cost, 0)
 
 
+@pytest.mark.database
 def test_sweep_gives_up_after_the_last_attempt_and_releases(settings):
     settings.STUDIO_JOB_MAX_ATTEMPTS = 2
     user = make_user(credits=50)
@@ -176,6 +183,7 @@ def test_sweep_gives_up_after_the_last_attempt_and_releases(settings):
     assert wallet_balance(user=user) == (50, 0)
 
 
+@pytest.mark.database
 def test_sweep_finishes_a_cancel_whose_worker_died():
     user = make_user(credits=50)
     job = submit_job(user)
@@ -188,6 +196,7 @@ def test_sweep_finishes_a_cancel_whose_worker_died():
     assert wallet_balance(user=user) == (50, 0)
 
 
+@pytest.mark.database
 def test_sweep_leaves_live_leases_alone():
     user = make_user(credits=50)
     job = submit_job(user)
@@ -197,6 +206,7 @@ def test_sweep_leaves_live_leases_alone():
     assert job.state == JobState.RUNNING
 
 
+@pytest.mark.database
 def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatch):
     """Unit level (the wake-up message is recorded, not sent); the live stack test
     test_a_job_whose_wake_up_message_was_lost_still_runs covers the real broker and beat."""
@@ -371,6 +381,7 @@ def test_pages_of_billing_link_a_jobs_hold_to_the_job(client):
     assert f'href="{reverse("generation:job_detail", args=[job.pk])}"' in html
 
 
+@pytest.mark.database
 def test_the_admins_bulk_delete_keeps_jobs_that_became_active_meanwhile(rf):
     """Django refuses a bulk delete that includes an active job; if one turns active between the
     confirmation and the delete, delete_queryset still keeps it (through services.job_delete)."""

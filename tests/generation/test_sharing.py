@@ -23,7 +23,7 @@ from generation.share_selectors import SHARE_PAGE_SIZE
 from tests.factories import make_user
 from tests.generation.sharing_support import make_collection, make_image, make_team
 
-pytestmark = [pytest.mark.django_db, pytest.mark.database]
+pytestmark = [pytest.mark.django_db]
 
 PROMPT = "a lighthouse in a storm"
 
@@ -209,6 +209,7 @@ def assert_gone(client, link, image):
     assert "This link does not work" in client.get(page_url(link)).content.decode()
 
 
+@pytest.mark.database
 def test_unknown_and_overlong_tokens_are_404(anonymous, owner):
     image = make_image(owner)
     for token in ("nope", "x" * 43, "x" * 300, "bad\x00token", "ünïcode", "a.b"):
@@ -272,6 +273,7 @@ def test_a_link_serves_only_its_own_image(owner, anonymous):
     assert anonymous.get(file_url(link, private, "thumbnail")).status_code == 404
 
 
+@pytest.mark.database
 def test_a_bad_page_cursor_is_a_400_not_a_500(owner, anonymous):
     link = share(owner, collection=make_collection(user=owner, images=[make_image(owner)]))
     assert anonymous.get(page_url(link) + "?after=garbage").status_code == 400
@@ -316,6 +318,7 @@ def test_a_collection_link_hides_prompts_unless_chosen(owner, anonymous):
     assert PROMPT in anonymous.get(page_url(shown)).content.decode()
 
 
+@pytest.mark.database
 def test_a_large_collection_pages_with_a_constant_number_of_queries(owner, anonymous,
                                                                     django_assert_num_queries):
     images = [make_image(owner, prompt=f"storm {n}") for n in range(SHARE_PAGE_SIZE + 5)]
