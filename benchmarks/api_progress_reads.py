@@ -1,7 +1,16 @@
 """Following one's own job through the API: N clients, each with its own key and its own queued job,
-poll GET /api/v1/generations/{id} at once against a real daphne on loopback.
+against a real daphne on loopback, two ways:
 
-    .venv/bin/python benchmarks/api_progress_reads.py [--clients 100] [--seconds 15] [--interval 0.5]
+- polling: each client GETs /api/v1/generations/{id} every --interval seconds; the latency of a read.
+- streams: each client holds GET /api/v1/generations/{id}/events open while this script publishes
+  progress events for every job (--rate a second each) through the real Redis channel layer, as
+  workers do (generation.events.job_progress); the delay from publishing a step to a client
+  reading it.
+
+And whether serving them slows a worker: the demo engine's time for one job, alone and while the
+streams are served (this machine runs daphne and the engine on the same 2 cores; a GPU host does not).
+
+    .venv/bin/python benchmarks/api_progress_reads.py [--clients 100] [--seconds 15] [--interval 0.5] [--rate 4]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth); makes the database
 `studio_api_bench` if missing (--database), migrates and seeds it afresh each run. Rate limits are
@@ -80,7 +89,7 @@ def start_daphne(port: int, log: Path) -> subprocess.Popen:
         try:
             requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=1)
             return process
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or slow to build the schema
             time.sleep(0.2)
     process.terminate()
     raise RuntimeError(f"daphne did not start:\n{log.read_text()[-2000:]}")
@@ -116,6 +125,80 @@ def poll(base: str, pairs, *, seconds: float, interval: float) -> tuple[list[flo
     return latencies, errors[0]
 
 
+def follow_streams(base: str, pairs, *, seconds: float, rate: float) -> tuple[list[float], int]:
+    """Every client opens its job's event stream; the publisher sends a step per job `rate` times a
+    second; each client notes when it reads each step. Returns the publish-to-read delays."""
+    from generation import events
+
+    sent: dict[tuple[str, int], float] = {}
+    received: list[tuple[str, int, float]] = []
+    errors = [0]
+    lock = threading.Lock()
+    ready = threading.Barrier(len(pairs) + 1)
+
+    def client(job_id: str, token: str) -> None:
+        try:
+            with requests.get(f"{base}/api/v1/generations/{job_id}/events", stream=True, timeout=seconds + 30,
+                              headers={"Authorization": f"Bearer {token}"}) as response:
+                if response.status_code != 200:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+                lines = response.iter_lines(decode_unicode=True)
+                while not (next(lines) or "").startswith("data:"):  # the snapshot: subscribed from here on
+                    pass
+                ready.wait()
+                event = ""
+                for line in lines:
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "progress":
+                        step = int(line.split('"step":', 1)[1].split(",", 1)[0])
+                        with lock:
+                            received.append((job_id, step, time.perf_counter()))
+                        if step >= stop_step:
+                            return
+        except Exception as error:  # noqa: BLE001 - counted, not fatal: the table says how many failed
+            print(f"stream client {job_id[:8]}: {error!r}", file=sys.stderr)
+            with lock:
+                errors[0] += 1
+            ready.abort()
+
+    stop_step = max(int(seconds * rate), 1)
+    threads = [threading.Thread(target=client, args=pair, daemon=True) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    ready.wait(timeout=120)
+    for step in range(1, stop_step + 1):
+        tick = time.perf_counter()
+        for job_id, _ in pairs:
+            sent[(job_id, step)] = time.perf_counter()
+            events.job_progress(job_id=job_id, step=step, total_steps=stop_step, elapsed=step / rate, preview=None)
+        time.sleep(max(1 / rate - (time.perf_counter() - tick), 0))
+    for thread in threads:
+        thread.join(30)
+    delays = [at - sent[(job_id, step)] for job_id, step, at in received if (job_id, step) in sent]
+    errors[0] += len(pairs) * stop_step - len(delays)  # steps never read
+    return delays, errors[0]
+
+
+def engine_seconds(runs: int) -> list[float]:
+    """The demo engine's time for one small job, run in this process (1 torch thread, as the worker)."""
+    import torch
+
+    from generation.engine.contracts import GenerationRequest
+    from generation.worker import engine
+
+    torch.set_num_threads(1)
+    request = GenerationRequest(prompt="a red circle", negative_prompt="", width=128, height=128, steps=12,
+                                guidance_scale=7.0, sampler="euler", seed=1, num_images=1)
+    loaded = engine()
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        loaded.generate(request)
+        times.append(time.perf_counter() - began)
+    return times
+
+
 def row(name: str, latencies: list[float], errors: int) -> str:
     ms = sorted(x * 1000 for x in latencies)
     p95 = ms[int(len(ms) * 0.95) - 1] if ms else float("nan")
@@ -127,6 +210,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--rate", type=float, default=4, help="progress events a second per job (streams)")
+    parser.add_argument("--engine-runs", type=int, default=5)
     parser.add_argument("--database", default="studio_api_bench")
     args = parser.parse_args()
     var_dir = Path(tempfile.mkdtemp(prefix="studio-api-bench-"))
@@ -140,6 +225,16 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         alone = poll(base, pairs[:1], seconds=min(args.seconds, 5), interval=0)
         together = poll(base, pairs, seconds=args.seconds, interval=args.interval)
+        one_stream = follow_streams(base, pairs[:1], seconds=min(args.seconds, 5), rate=args.rate)
+        streams = follow_streams(base, pairs, seconds=args.seconds, rate=args.rate)
+        engine_alone = engine_seconds(args.engine_runs)
+        served: list = []
+        serving = threading.Thread(target=lambda: served.append(
+            follow_streams(base, pairs, seconds=args.seconds * 2, rate=args.rate)))
+        serving.start()
+        time.sleep(2)
+        engine_busy = engine_seconds(args.engine_runs)
+        serving.join()
     finally:
         daphne.terminate()
         daphne.wait(10)
@@ -150,6 +245,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     print(row("1 client, back to back", *alone))
     print(row(f"{args.clients} clients, each every {args.interval} s", *together))
+    print(row("stream: 1 client, publish to read", *one_stream))
+    print(row(f"stream: {args.clients} clients, {args.rate:g} steps/s each, publish to read", *streams))
+    print()
+    alone_s, busy_s = statistics.median(engine_alone), statistics.median(engine_busy)
+    print(f"Demo engine, one 128 px 12-step job, median of {args.engine_runs} (same 2 cores as daphne here)")
+    print("| engine | median s | slowdown |")
+    print("|---|---|---|")
+    print(f"| alone | {alone_s:.3f} | |")
+    print(f"| while {args.clients} streams are served | {busy_s:.3f} | {100 * (busy_s / alone_s - 1):+.1f}% |")
 
 
 if __name__ == "__main__":

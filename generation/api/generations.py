@@ -22,7 +22,7 @@ from ninja import Field, Query, Router, Schema, Status
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from generation.api.generation_create import bound_form, openapi_request_body, parse_request
 from generation.api.live import latest_preview, live_progress
-from generation.api.stream import job_events
+from generation.api.stream import job_events, released
 from generation.api.submit import (
     SUBMIT_REFUSALS,
     credits_charged,
@@ -222,12 +222,12 @@ SSE_RESPONSE = {"responses": {"200": {
 @router.get("/generations/{generation_id}/events", response={200: None, **problems(403, 404, 422)},
             openapi_extra=SSE_RESPONSE, summary="Follow a generation: its state and progress as Server-Sent Events")
 async def generation_events(request, generation_id: uuid.UUID):
-    job = await sync_to_async(_own_job)(request, generation_id)
+    job = await sync_to_async(released(_own_job))(request, generation_id)
 
     def snapshot() -> dict:
         return _out(_readable_by(request).get(pk=job.pk)).model_dump(mode="json")
 
-    response = StreamingHttpResponse(job_events(job.pk, snapshot), content_type="text/event-stream")
+    response = StreamingHttpResponse(job_events(job.pk, snapshot), content_type="text/event-stream; charset=utf-8")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     for header, value in getattr(request, "_studio_rate_headers", {}).items():

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connection
 
 from generation import events
 from generation.models import JobState
@@ -28,6 +29,19 @@ from generation.models import JobState
 log = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 15.0
 FINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
+def released(function: Callable) -> Callable:
+    """`function`, closing this thread's database connection after it. Under ASGI every request has
+    its own thread for sync code, so a stream that waits for minutes would otherwise hold a
+    database connection all along (100 followers: 100 connections, PostgreSQL's default maximum)."""
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()
+    return call
 
 
 def sse(event: str, data: dict, *, event_id: str | None = None) -> str:
@@ -51,18 +65,19 @@ async def job_events(job_id, snapshot: Callable[[], dict], *, keepalive: float =
     """SSE lines for one job until it is final. `snapshot()` (sync, run in a thread) returns the
     job as the API describes it (a dict with at least `state`)."""
     layer = get_channel_layer()
+    read = sync_to_async(released(snapshot))
     channel = await layer.new_channel()
     group = events.job_group(job_id)
     await layer.group_add(group, channel)
     try:
-        state = await sync_to_async(snapshot)()
+        state = await read()
         yield sse("state", state, event_id=f"{state['state']}-0")
         while state["state"] not in FINAL_STATES:
             try:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=keepalive)
             except TimeoutError:
                 yield ": keep-alive\n\n"
-                fresh = await sync_to_async(snapshot)()
+                fresh = await read()
                 if fresh["state"] != state["state"]:
                     state = fresh
                     yield sse("state", state, event_id=f"{state['state']}-0")
@@ -72,7 +87,7 @@ async def job_events(job_id, snapshot: Callable[[], dict], *, keepalive: float =
                 progress = _progress(message)
                 yield sse("progress", progress, event_id=f"running-{progress['step']}")
             elif kind == "job.state":
-                state = await sync_to_async(snapshot)()
+                state = await read()
                 yield sse("state", state, event_id=f"{state['state']}-0")
     finally:
         await layer.group_discard(group, channel)

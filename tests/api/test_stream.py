@@ -60,7 +60,7 @@ def finish(job):
 async def test_a_stream_sends_the_snapshot_progress_with_preview_and_ends_after_the_final_state():
     job, headers = await sync_to_async(owner_with_job)()
     response = await AsyncClient().get(f"/api/v1/generations/{job.pk}/events", headers=headers)
-    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream; charset=utf-8"
     assert response["Cache-Control"] == "no-cache" and "RateLimit-Remaining" in response
     chunks = aiter(response.streaming_content)
     kind, state = await next_event(chunks)

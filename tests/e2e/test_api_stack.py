@@ -50,7 +50,7 @@ def test_create_follow_the_stream_and_download_the_png_through_the_api(live_stac
     assert charged == job["cost"] > 0 and int(created.headers["X-Credits-Balance"]) == 50 - charged
 
     with api.get(f"{base}/generations/{job['id']}/events", stream=True, timeout=120) as stream:
-        assert stream.headers["Content-Type"] == "text/event-stream"
+        assert stream.headers["Content-Type"] == "text/event-stream; charset=utf-8"
         received = events_of(stream)
     kinds = [kind for kind, _ in received]
     assert kinds[0] == "state" and kinds[-1] == "state" and "progress" in kinds
