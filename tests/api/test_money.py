@@ -24,12 +24,13 @@ from generation.services.jobs import job_cost
 from tests.api.conftest import fast_user
 from tests.factories import give_credits
 
-BODY = {"prompt": "a red circle", "width": 256, "height": 256, "steps": 30, "num_images": 4}  # 4 credits; no job runs here
+# 4 credits (a price above 1 leaves room for "a bit more than n holds"); no job runs here
+BODY = {"prompt": "a red circle", "width": 256, "height": 256, "steps": 30, "num_images": 4}
 URL = "/api/v1/generations"
 
 
 def body_price() -> int:
-    return job_cost(width=BODY["width"], height=BODY["height"], steps=BODY["steps"], num_images=BODY["num_images"])
+    return job_cost(**{name: BODY[name] for name in ("width", "height", "steps", "num_images")})
 
 
 @pytest.fixture
