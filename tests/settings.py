@@ -38,3 +38,16 @@ from studio.private_redis import ensure_redis_url  # noqa: E402
 PRIVATE_REDIS = ensure_redis_url(Path(os.environ["STUDIO_VAR_DIR"]) / "redis")
 
 from studio.settings import *  # noqa: E402,F401,F403
+
+from django.contrib.auth.hashers import PBKDF2PasswordHasher  # noqa: E402
+
+
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """Django's PBKDF2 at one iteration: the stock 1,000,000 cost ~1 s per user made or signed in on
+    CI's 2 cores. Same algorithm name, and PBKDF2 reads the iteration count from the stored hash, so
+    the live stack's processes (on studio.settings, stock hashers) still verify these passwords."""
+
+    iterations = 1
+
+
+PASSWORD_HASHERS = ["tests.settings.QuickPBKDF2PasswordHasher"]
