@@ -2,7 +2,8 @@
 
 Nothing is faked: daphne, a Celery worker process (solo pool) and beat run as separate
 processes on the test database and a real redis-server; the browser side is a real HTTP session
-and a real websocket client.
+and a real websocket client. The module's tests share one stack (browser_fixtures.shared_live_stack):
+starting daphne, a worker and beat costs more than most of these tests.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from billing.selectors import wallet_balance
 from generation.engine.infotext import parse_infotext
 from generation import services
 from generation.models import Image, Job, JobState
+from tests.e2e.browser_fixtures import _fresh_redis_state, live_stack, shared_live_stack  # noqa: F401  (fixtures)
 from tests.live_stack import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.database, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 FORM = {
     "prompt": "a small red star in the top left on a blue background", "negative_prompt": "green",
@@ -105,6 +107,7 @@ def test_preview_frames_change_as_the_image_denoises(live_stack, web_user_factor
     assert len(set(frames)) >= 2, f"expected changing previews, got {len(set(frames))} distinct of {len(frames)}"
 
 
+@pytest.mark.database
 def test_cancel_a_running_job_over_http(live_stack, web_user_factory):
     web_user, user = web_user_factory()
     job = submit(web_user, steps="150", num_images="4")
@@ -116,6 +119,7 @@ def test_cancel_a_running_job_over_http(live_stack, web_user_factory):
     assert wallet_balance(user=user) == (200, 0)
 
 
+@pytest.mark.database
 def test_sigkill_the_worker_mid_job_then_restart_it(live_stack, web_user_factory):
     web_user, user = web_user_factory()
     job = submit(web_user, width="256", height="256", steps="60", num_images="2")
@@ -132,6 +136,7 @@ def test_sigkill_the_worker_mid_job_then_restart_it(live_stack, web_user_factory
     assert wallet_balance(user=user) == (200 - job.cost, 0)
 
 
+@pytest.mark.database
 def test_a_job_whose_wake_up_message_was_lost_still_runs(live_stack, web_user_factory):
     """The broker message that wakes a worker is only a hint: drop it, and beat's sweep finds
     the job waiting with nothing running and wakes a worker (the database is the queue)."""
