@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
+from .checkpoints import load_pipeline as load_single_file
 from .contracts import (
     MASKED_CONTENT,
     GeneratedImage,
@@ -77,8 +78,27 @@ def set_torch_threads(threads: int | None) -> None:
         pass  # settable once per process, before any inter-op work; the intra-op pool is what counts
 
 
+def load_sd_pipeline(model_path: str | Path, dtype) -> StableDiffusionPipeline:
+    """A diffusers folder, or a single .safetensors checkpoint (checkpoints.py), loaded offline."""
+    if Path(model_path).is_file():
+        return load_single_file(model_path, dtype=dtype)  # CheckpointError is a ModelError
+    try:
+        with quiet_progress():
+            return StableDiffusionPipeline.from_pretrained(
+                model_path,
+                local_files_only=True,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+                **dtype_kwarg(dtype),
+            )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load {model_path}: {exc}") from exc
+
+
 class Engine:
-    """Loads a diffusers SD 1.x/2.x folder once; generate() runs one request at a time.
+    """Loads an SD 1.x/2.x model (a diffusers folder or a .safetensors file) once; generate() runs
+    one request at a time.
 
     Not for concurrent use from several threads: calls are serialised by a lock (one GPU, one job).
     ``threads`` sizes torch's CPU thread pools first (see set_torch_threads; None: left alone).
@@ -93,18 +113,7 @@ class Engine:
             raise ModelError(f"{model_path} is an SDXL model; the engine runs SD 1.x/2.x pipelines for now")
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        try:
-            with quiet_progress():
-                pipe = StableDiffusionPipeline.from_pretrained(
-                    model_path,
-                    local_files_only=True,
-                    safety_checker=None,
-                    feature_extractor=None,
-                    requires_safety_checker=False,
-                    **dtype_kwarg(self.dtype),
-                )
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load {model_path}: {exc}") from exc
+        pipe = load_sd_pipeline(model_path, self.dtype)
         pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe

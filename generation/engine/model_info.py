@@ -112,8 +112,17 @@ def model_hash(folder: str | Path, *, compute: bool = True) -> str:
     files = weight_files(root)
     if not files:
         raise ModelError(f"{root} holds no weights files ({', '.join(WEIGHT_SUFFIXES)})")
+    return _cached_sha256(root, files, root / HASH_CACHE_FILE, compute)
+
+
+def file_hash(path: str | Path, *, compute: bool = True) -> str:
+    """model_hash for a single-file checkpoint (A1111's hash), cached in ``<file>.studio_hash.json``."""
+    path = Path(path)
+    return _cached_sha256(path.parent, [path], path.with_name(path.name + "." + HASH_CACHE_FILE), compute)
+
+
+def _cached_sha256(root: Path, files: list[Path], cache_path: Path, compute: bool) -> str:
     fingerprint = _fingerprint(root, files)
-    cache_path = root / HASH_CACHE_FILE
     try:
         cached = json.loads(cache_path.read_text(encoding="utf-8"))
         if cached.get("files") == fingerprint and isinstance(cached.get("sha256"), str):
@@ -164,22 +173,24 @@ def _matrix(value, rows: int, cols: int, what: str) -> tuple:
 
 
 def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo:
-    """Describe the model at ``path`` (a diffusers folder) from JSON files only.
+    """Describe the model at ``path`` (a diffusers folder, or a single .safetensors file: see
+    checkpoints.py) from JSON files only.
 
     Cheap once the hash is cached (see model_hash); never imports torch.
     """
     root = Path(path)
-    if root.is_file():
-        raise ModelError(
-            f"{root} is a single file; the engine loads diffusers folders "
-            "(convert it with diffusers' convert_original_stable_diffusion_to_diffusers.py)"
-        )
-    if not root.is_dir():
+    single_file = None
+    if root.is_file() or root.suffix.lower() in (".safetensors", ".ckpt"):
+        from .checkpoints import detect  # json and the header only: still no torch
+
+        single_file = detect(root)  # a CheckpointError (ModelError) says why a file is refused
+    elif not root.is_dir():
         raise ModelError(f"{root} is not a model folder")
-    model_index = _read_json(root / "model_index.json")
-    unet_cfg = _read_json(root / "unet" / "config.json")
-    vae_cfg = _read_json(root / "vae" / "config.json")
-    studio = read_studio_json(root)
+    config_root = single_file.config_dir if single_file else root  # a file's configs ship with us
+    model_index = _read_json(config_root / "model_index.json")
+    unet_cfg = _read_json(config_root / "unet" / "config.json")
+    vae_cfg = _read_json(config_root / "vae" / "config.json")
+    studio = {} if single_file else read_studio_json(root)
 
     vae_scale_factor = 2 ** (len(vae_cfg.get("block_out_channels", (0, 0, 0, 0))) - 1)
     sample_size = unet_cfg.get("sample_size", 64)
@@ -190,6 +201,8 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
     native_w = int(studio.get("native_width", sample_w * vae_scale_factor))
     native_h = int(studio.get("native_height", sample_h * vae_scale_factor))
     family = str(studio.get("family") or _infer_family(model_index, unet_cfg))
+    if single_file:
+        family = single_file.family
     channels = int(vae_cfg.get("latent_channels", unet_cfg.get("in_channels", 4)))
 
     factors = bias = None
@@ -203,8 +216,8 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
 
     defaults = _form_defaults(studio)
     return ModelInfo(
-        name=str(studio.get("name") or root.name),
-        hash=model_hash(root, compute=compute_hash),
+        name=str(studio.get("name") or (root.stem if single_file else root.name)),
+        hash=file_hash(root, compute=compute_hash) if single_file else model_hash(root, compute=compute_hash),
         family=family,
         native_width=native_w,
         native_height=native_h,
@@ -214,7 +227,7 @@ def read_model_info(path: str | Path, *, compute_hash: bool = True) -> ModelInfo
         latent_channels=channels,
         latent_rgb_factors=factors,
         latent_rgb_bias=bias,
-        preview_decoder=_preview_decoder(root, studio),
+        preview_decoder="" if single_file else _preview_decoder(root, studio),
         path=str(root.resolve()),
         **defaults,
     )

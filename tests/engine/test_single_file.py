@@ -35,7 +35,7 @@ def _tiny_text(family: str, part: str, width: int, projection: int) -> dict:
 
 def _tiny_unet(family: str, context: int) -> dict:
     config = _load(family, "unet")
-    config.update(block_out_channels=[32, 64], layers_per_block=1, sample_size=8, cross_attention_dim=context)
+    config.update(block_out_channels=[32, 64], layers_per_block=1, sample_size=32, cross_attention_dim=context)
     if family == "sdxl":
         config.update(down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
                       up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=[2, 4],
@@ -388,3 +388,33 @@ def test_tokenizer_files_are_built_once_into_the_cache(tmp_path):
     stamp = (folder / "vocab.json").stat().st_mtime_ns
     clip_tokenizer.tokenizer_folder(tmp_path / "cache")
     assert (folder / "vocab.json").stat().st_mtime_ns == stamp
+
+
+def test_model_info_of_a_single_file_comes_from_its_tensors_and_the_shipped_configs(tiny_files, tmp_path):
+    import hashlib
+
+    from generation.engine import ModelError, read_model_info
+
+    path = tiny_files["sd2"][0]
+    info = read_model_info(path)
+    assert (info.family, info.native_width, info.native_height, info.name) == ("sd2", 768, 768, path.stem)
+    assert info.hash == hashlib.sha256(path.read_bytes()).hexdigest()[:10]  # A1111's short hash
+    assert read_model_info(tiny_files["sdxl"][0]).native_width == 1024
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"pickle")
+    with pytest.raises(ModelError, match="refused"):
+        read_model_info(ckpt)
+
+
+def test_the_engine_generates_from_a_single_file(tiny_files, monkeypatch, tmp_path):
+    from generation.engine import Engine, GenerationRequest
+
+    path, configs, _ = tiny_files["sd1"]
+    shrunk = tmp_path / "configs"
+    shrunk.mkdir()
+    (shrunk / "sd15").symlink_to(configs)  # the engine reads the shipped configs; here, the tiny ones
+    monkeypatch.setattr(checkpoints, "CONFIGS", shrunk)
+    engine = Engine(path, device="cpu")
+    assert (engine.info.family, engine.info.native_width) == ("sd1", 64)
+    result = engine.generate(GenerationRequest(prompt="a red cube", width=64, height=72, steps=2, seed=3))
+    assert (result.images[0].width, result.images[0].height) == (64, 72)
