@@ -24,15 +24,14 @@ from generation.api.generation_create import bound_form, openapi_request_body, p
 from generation.api.live import latest_preview, live_progress
 from generation.api.stream import job_events, released
 from generation.api.submit import (
-    SUBMIT_REFUSALS,
+    created_headers,
     credits_charged,
-    form_problem,
     idempotency_key_of,
+    job_from_form,
     key_actor,
     request_fingerprint,
     spend_headers,
     submit_once,
-    submit_problem,
 )
 from generation.models import Image, Job, JobKind, JobState
 from generation.selectors import queue_position
@@ -175,24 +174,13 @@ def generation_create(request, response: HttpResponse):
     parsed = parse_request(request)
     idempotency_key = idempotency_key_of(request)
     actor = key_actor(key)
-
-    def submit() -> Job:
-        form = bound_form(parsed, actor=actor)
-        if not form.is_valid():
-            raise form_problem(form, field_names=FORM_FIELD_NAMES)
-        try:
-            return job_services.job_submit(user=actor.user, **form.request_fields(), **form.destination(),
-                                           loras=form.loras, canvas=getattr(form, "canvas", None), api_key=key)
-        except SUBMIT_REFUSALS as error:
-            raise submit_problem(error) from error
-
-    submitted = submit_once(key=key, idempotency_key=idempotency_key,
-                            fingerprint=request_fingerprint(request, parsed.raw, parsed.files), submit=submit)
+    submitted = submit_once(
+        key=key, idempotency_key=idempotency_key, fingerprint=request_fingerprint(request, parsed.raw, parsed.files),
+        submit=lambda: job_from_form(bound_form(parsed, actor=actor), actor=actor, key=key,
+                                     field_names=FORM_FIELD_NAMES),
+    )
     job = _readable_by(request).get(pk=submitted.job.pk)
-    response["Location"] = f"/api/v1/generations/{job.pk}"
-    spend_headers(response, job=job, key=key)
-    if submitted.replayed:
-        response["Idempotent-Replayed"] = "true"
+    created_headers(response, job=job, key=key, replayed=submitted.replayed, location=f"/api/v1/generations/{job.pk}")
     return Status(202, _out(job))
 
 

@@ -159,6 +159,26 @@ SUBMIT_REFUSALS = (InsufficientCredits, job_services.TooManyActiveJobs, job_serv
                    job_services.LoraNotAllowed)
 
 
+def job_from_form(form, *, actor: KeyActor, key: ApiKey, field_names: dict[str, str] | None = None) -> Job:
+    """Validate a web form bound from an API request and submit its job as the web would, with the
+    key (the hold records it, its cap applies): the submit that submit_once runs at most once."""
+    if not form.is_valid():
+        raise form_problem(form, field_names=field_names)
+    try:
+        return job_services.job_submit(user=actor.user, **form.request_fields(), **form.destination(),
+                                       loras=form.loras, canvas=getattr(form, "canvas", None), api_key=key)
+    except SUBMIT_REFUSALS as error:
+        raise submit_problem(error) from error
+
+
+def created_headers(response, *, job: Job, key: ApiKey, replayed: bool, location: str) -> None:
+    """A creating call's answer: where the new thing is, what it cost, and whether it is a replay."""
+    response["Location"] = location
+    spend_headers(response, job=job, key=key)
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+
+
 # --- What it cost --------------------------------------------------------------------------------
 
 def credits_charged(job: Job) -> int:
