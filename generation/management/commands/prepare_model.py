@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from generation import selectors
+from generation.engine.contracts import ModelError
 
 
 class Command(BaseCommand):
@@ -14,15 +15,19 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         path = selectors.model_path()
-        if not (path / "model_index.json").exists():
+        if not (path / "model_index.json").exists() and not path.is_file():
             if settings.STUDIO_MODEL_PATH:
                 raise CommandError(
-                    f"STUDIO_MODEL_PATH={path} is not a diffusers model folder (no model_index.json)."
+                    f"STUDIO_MODEL_PATH={path} is neither a diffusers model folder (no model_index.json) "
+                    "nor a .safetensors checkpoint."
                 )
             self.stdout.write(f"Building the demo model in {path} …")
             # A subprocess: torch is only ever imported by the engine, never by the web side.
             subprocess.run([sys.executable, "-m", "generation.engine.demo_model", "build", str(path)], check=True)
-        info = selectors.model_info()
+        try:
+            info = selectors.model_info()
+        except ModelError as error:  # e.g. a pickle .ckpt or a truncated file: docs/models.md
+            raise CommandError(f"STUDIO_MODEL_PATH={path}: {error}") from error
         self.stdout.write(
             f"Model {info.name} ({info.hash}) at {path}: native {info.native_width}x{info.native_height}, "
             f"max {info.max_width}x{info.max_height}"
