@@ -26,6 +26,7 @@ from generation import serving, training_selectors
 from generation.api.live import live_progress
 from generation.api.submit import (
     SUBMIT_REFUSALS,
+    created_headers,
     credits_charged,
     form_problem,
     idempotency_key_of,
@@ -315,10 +316,7 @@ def training_create(request, response: HttpResponse):
     submitted = submit_once(key=key, idempotency_key=idempotency_key, fingerprint=_fingerprint(request),
                             submit=lambda: _checked_submit(request, key))
     job = _readable_by(request).get(pk=submitted.job.pk)
-    response["Location"] = f"/api/v1/trainings/{job.pk}"
-    spend_headers(response, job=job, key=key)
-    if submitted.replayed:
-        response["Idempotent-Replayed"] = "true"
+    created_headers(response, job=job, key=key, replayed=submitted.replayed, location=f"/api/v1/trainings/{job.pk}")
     return Status(202, _out(job))
 
 
