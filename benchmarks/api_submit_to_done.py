@@ -13,7 +13,6 @@ Prints medians and the ratios to the web (issue 12's target: api/web <= 1.05). O
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import sys
@@ -25,7 +24,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 sys.path.insert(0, str(BASE_DIR / "benchmarks"))
 
-from e2e_latency import setup_environment  # noqa: E402
+from e2e_latency import new_stack, prepare, signed_up_user
 
 
 def web_job(stack, web_user, form: dict) -> float:
@@ -72,32 +71,13 @@ def main() -> None:
     args = parser.parse_args()
 
     var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
-    setup_environment(var_dir)
-    import subprocess
-
+    redis = prepare(var_dir)
     import requests
-
-    from studio.private_redis import ensure_redis_url
-
-    redis = ensure_redis_url(var_dir / "redis")
-    if not Path(os.environ["STUDIO_MODEL_PATH"], "model_index.json").exists():
-        subprocess.run([sys.executable, "-m", "generation.engine.demo_model", "build", os.environ["STUDIO_MODEL_PATH"]],
-                       check=True, cwd=BASE_DIR)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], check=True, cwd=BASE_DIR)
-    import django
-
-    django.setup()
-    from allauth.account.models import EmailAddress
-    from django.conf import settings
 
     from accounts import services as accounts
     from tests.e2e.conftest import WebUser
-    from tests.factories import make_user
-    from tests.live_stack import LiveStack, stack_environment
 
-    password = "Bench-Studio-123"
-    user = make_user(credits=100000, password=password)
-    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    user, password = signed_up_user()
     _, token = accounts.api_key_create(actor=user, name="bench", scopes=["generate", "read_images"])
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
@@ -111,8 +91,7 @@ def main() -> None:
     a1111 = {"prompt": prompt, "width": args.size, "height": args.size, "steps": args.steps, "cfg_scale": 7,
              "sampler_name": "Euler a", "seed": 42}
 
-    stack = LiveStack(env=stack_environment(database_url=f"sqlite:///{settings.DATABASES['default']['NAME']}"),
-                      log_dir=var_dir / "logs")
+    stack = new_stack(var_dir)
     times: dict[str, list[float]] = {"web": [], "api": [], "a1111": []}
     try:
         stack.start_web()

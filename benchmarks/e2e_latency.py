@@ -35,14 +35,9 @@ def setup_environment(var_dir: Path) -> None:
     os.environ.setdefault("STUDIO_MODEL_PATH", str(BASE_DIR / "var" / "cache" / "test-demo-model"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--steps", type=int, default=20)
-    args = parser.parse_args()
-
-    var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
+def prepare(var_dir: Path):
+    """A fresh studio in `var_dir`: its private Redis (returned, to stop), the demo model, a migrated
+    SQLite database, Django set up in this process."""
     setup_environment(var_dir)
     import subprocess
 
@@ -53,24 +48,46 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "generation.engine.demo_model", "build", os.environ["STUDIO_MODEL_PATH"]],
                        check=True, cwd=BASE_DIR)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], check=True, cwd=BASE_DIR)
-
     import django
 
     django.setup()
-    from django.conf import settings
+    return redis
 
-    from tests.e2e.conftest import WebUser
-    from tests.factories import make_user
-    from tests.live_stack import LiveStack, stack_environment
 
-    password = "Bench-Studio-123"
-    user = make_user(credits=100000, password=password)
+def signed_up_user(password: str = "Bench-Studio-123"):
+    """A user with a verified address and plenty of credits, and their password."""
     from allauth.account.models import EmailAddress
 
-    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    from tests.factories import make_user
 
-    stack = LiveStack(env=stack_environment(database_url=f"sqlite:///{settings.DATABASES['default']['NAME']}"),
-                      log_dir=var_dir / "logs")
+    user = make_user(credits=100000, password=password)
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    return user, password
+
+
+def new_stack(var_dir: Path):
+    """daphne and a Celery worker on the prepared database (not started yet)."""
+    from django.conf import settings
+
+    from tests.live_stack import LiveStack, stack_environment
+
+    return LiveStack(env=stack_environment(database_url=f"sqlite:///{settings.DATABASES['default']['NAME']}"),
+                     log_dir=var_dir / "logs")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+
+    var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
+    redis = prepare(var_dir)
+    user, password = signed_up_user()
+    stack = new_stack(var_dir)
+    from tests.e2e.conftest import WebUser
+
     rows = []
     try:
         stack.start_web()
