@@ -7,13 +7,17 @@ can run code when loaded.
 
 SD 2.x: weights cannot tell v-prediction from epsilon. Rule: v-prediction at 768 px (SD 2.0-v /
 2.1, the common release), unless told otherwise by ``prediction=`` or by an A1111-style YAML
-beside the file (``<name>.yaml`` without ``parameterization: "v"`` means epsilon, 512 px base).
+beside the file (``<name>.yaml`` without ``parameterization: "v"`` means epsilon, 512 px base);
+an SD 2.x inpainting model (9-channel UNet) is epsilon, as SD 2.0-inpainting is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +109,7 @@ def detect(path: str | Path, prediction: str | None = None) -> Checkpoint:
     if context != text_width:
         raise CheckpointError(f"{path.name}: its text encoder gives {text_width}-wide embeddings but its UNet "
                               f"attends to {context}: not a {family} checkpoint we know")
-    prediction = _prediction(path, family, prediction)
+    prediction = _prediction(path, family, prediction, inpainting)
     config, size = _config_for(family, prediction)
     return Checkpoint(path, family, prediction, CONFIGS / config, size, inpainting)
 
@@ -117,12 +121,12 @@ def _cross_attention_width(shapes: dict[str, list[int]]) -> int | None:
     return None
 
 
-def _prediction(path: Path, family: str, override: str | None) -> str:
+def _prediction(path: Path, family: str, override: str | None, inpainting: bool) -> str:
     if override is not None:
         if override not in ("epsilon", "v_prediction"):
             raise CheckpointError(f"prediction must be 'epsilon' or 'v_prediction', not {override!r}")
         return override
-    if family != "sd2":
+    if family != "sd2" or inpainting:  # SD 2.0's inpainting model is epsilon (512 px)
         return "epsilon"
     yaml = path.with_suffix(".yaml")
     if yaml.is_file():  # A1111's convention: the original LDM config beside the checkpoint
@@ -165,7 +169,7 @@ def load_pipeline(path: str | Path, *, dtype=None, prediction: str | None = None
     extra = {} if checkpoint.family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
                                                      "requires_safety_checker": False}
     try:
-        with quiet_progress():
+        with quiet_progress(), _unet_channels(config, 9 if checkpoint.inpainting else None) as config:
             pipe = cls.from_single_file(str(checkpoint.path), config=str(config), local_files_only=True,
                                         **tokenizers, **extra,
                                         **dtype_kwarg(dtype or torch.float32))  # not the configs' own dtypes
@@ -174,6 +178,21 @@ def load_pipeline(path: str | Path, *, dtype=None, prediction: str | None = None
     pipe.scheduler.register_to_config(prediction_type=checkpoint.prediction)
     pipe.checkpoint = checkpoint  # what was detected, for the engine's model info
     return pipe
+
+
+@contextlib.contextmanager
+def _unet_channels(config: Path, in_channels: int | None):
+    """The config folder, or a temporary copy whose UNet takes ``in_channels`` (9: an inpainting
+    model: latents, mask and masked-image latents)."""
+    if in_channels is None:
+        yield config
+        return
+    with tempfile.TemporaryDirectory(prefix="studio-config-") as tmp:
+        copy = Path(tmp) / config.name
+        shutil.copytree(config, copy)
+        unet = json.loads((copy / "unet" / "config.json").read_text())
+        (copy / "unet" / "config.json").write_text(json.dumps({**unet, "in_channels": in_channels}))
+        yield copy
 
 
 def _tokenizers(family: str, load, cache) -> dict:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import socket
@@ -418,3 +419,28 @@ def test_the_engine_generates_from_a_single_file(tiny_files, monkeypatch, tmp_pa
     assert (engine.info.family, engine.info.native_width) == ("sd1", 64)
     result = engine.generate(GenerationRequest(prompt="a red cube", width=64, height=72, steps=2, seed=3))
     assert (result.images[0].width, result.images[0].height) == (64, 72)
+
+
+def test_an_inpainting_checkpoint_loads_with_its_nine_channel_unet(tiny_files, tokenizers, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    _, configs, original = tiny_files["sd1"]
+    unet = UNet2DConditionModel.from_config({**original.unet.config, "in_channels": 9})
+    inpainting = copy.copy(original)
+    inpainting.unet = unet
+    path = save_single_file(inpainting, "sd1", tmp_path / "tiny-inpainting.safetensors")
+    assert checkpoints.detect(path).inpainting
+    pipe = checkpoints.load_pipeline(path, config_dir=configs, tokenizer_cache=tokenizers)
+    assert pipe.unet.config.in_channels == 9
+    assert torch.equal(pipe.unet.conv_in.weight, unet.conv_in.weight)
+    assert json.loads((configs / "unet/config.json").read_text())["in_channels"] == 4  # a copy was changed
+
+
+def test_an_sd2_inpainting_checkpoint_is_epsilon(tmp_path):
+    path = tmp_path / "sd2-inpainting.safetensors"
+    save_file({checkpoints.UNET_IN: torch.zeros(32, 9, 3, 3), checkpoints.SD2_TEXT: torch.zeros(10, 16),
+               "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(32, 16)},
+              str(path))
+    checkpoint = checkpoints.detect(path)
+    assert (checkpoint.family, checkpoint.inpainting, checkpoint.prediction) == ("sd2", True, "epsilon")
+    assert checkpoint.config_dir.name == "sd21-base"
