@@ -524,21 +524,29 @@ class LoRA(models.Model):
 
 
 class ApiIdempotencyKey(models.Model):
-    """An `Idempotency-Key` an API client sent with a creating call (Stripe's convention), and the
-    job that call made. Written in the submit's transaction, unique per (API key, idempotency key):
-    a retry with the same key and the same request gets the same job and is charged once; the same
-    key with another request is refused (generation/api/submit.py)."""
+    """An `Idempotency-Key` an API client sent with a creating call (Stripe's convention), and what
+    that call made: a job (a generation, a training) or an imported LoRA. Written in the creating
+    transaction, unique per (API key, idempotency key): a retry with the same key and the same
+    request gets the same thing and is charged once; the same key with another request is refused
+    (generation/api/submit.py)."""
 
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64, help_text="SHA-256 of the method, path and canonical body.")
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="+")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    lora = models.ForeignKey(LoRA, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique_per_api_key"),
+            models.CheckConstraint(condition=Q(job__isnull=False, lora__isnull=True)
+                                   | Q(job__isnull=True, lora__isnull=False), name="idempotency_key_made_one_thing"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.key} -> {self.job_id}"
+        return f"{self.key} -> {self.job_id or self.lora_id}"
+
+    @property
+    def made(self):
+        return self.job if self.job_id else self.lora

@@ -20,7 +20,7 @@ from ninja import Field, Query, Router, Schema, Status
 
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from generation import permissions, services, serving
-from generation.api.submit import form_problem
+from generation.api.submit import form_problem, idempotency_key_of, request_fingerprint, submit_once
 from generation.forms import usable_loras
 from generation.models import LoRA
 from generation.services.loras import LoraRefused
@@ -172,10 +172,18 @@ def lora_create(request, response: HttpResponse):
         raise form_problem(form)
     upload = form.cleaned_data[LORA_FIELD]
     upload.seek(0)
-    try:
-        lora = services.lora_import(user=key.owner_user, name=form.cleaned_data["name"], data=upload.read(),
-                                    filename=upload.name, description=form.cleaned_data["description"])
-    except LoraRefused as refused:
-        raise _refusal_problem(refused, field_names={"file": LORA_FIELD}) from None
-    response["Location"] = f"/api/v1/loras/{lora.pk}"
-    return Status(201, _out(key, lora))
+    data = upload.read()
+    fields = {name: form.cleaned_data[name] for name in ("name", "description")}
+
+    def import_lora() -> LoRA:
+        try:
+            return services.lora_import(user=key.owner_user, data=data, filename=upload.name, **fields)
+        except LoraRefused as refused:
+            raise _refusal_problem(refused, field_names={"file": LORA_FIELD}) from None
+
+    made = submit_once(key=key, idempotency_key=idempotency_key_of(request),
+                       fingerprint=request_fingerprint(request, fields, {LORA_FIELD: data}), submit=import_lora)
+    response["Location"] = f"/api/v1/loras/{made.lora.pk}"
+    if made.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return Status(201, _out(key, made.lora))

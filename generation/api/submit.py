@@ -28,7 +28,7 @@ from accounts.api import ApiProblem
 from accounts.models import ApiKey
 from billing.selectors import subject_charge, team_wallet_balance, wallet_balance
 from billing.services import ApiKeyCapReached, InsufficientCredits
-from generation.models import ApiIdempotencyKey, Job
+from generation.models import ApiIdempotencyKey, Job, LoRA
 from generation.services import jobs as job_services
 from generation.services.files import files_delete_now
 
@@ -86,44 +86,56 @@ def request_fingerprint(request, body: dict, files: dict[str, bytes] | None = No
 
 @dataclass(frozen=True)
 class Submitted:
-    job: Job
+    job: Job | None  # what the call made: a job (a generation, a training) ...
     replayed: bool  # True: an earlier call with the same Idempotency-Key made it
+    lora: LoRA | None = None  # ... or an imported LoRA
 
 
-def _replay(key: ApiKey, idempotency_key: str, fingerprint: str) -> Job | None:
-    row = ApiIdempotencyKey.objects.select_related("job").filter(api_key=key, key=idempotency_key).first()
+def _submitted(made, *, replayed: bool) -> Submitted:
+    if isinstance(made, LoRA):
+        return Submitted(job=None, lora=made, replayed=replayed)
+    return Submitted(job=made, replayed=replayed)
+
+
+def _replay(key: ApiKey, idempotency_key: str, fingerprint: str) -> Job | LoRA | None:
+    row = ApiIdempotencyKey.objects.select_related("job", "lora").filter(api_key=key, key=idempotency_key).first()
     if row is None:
         return None
     if row.request_hash != fingerprint:
         raise ApiProblem("conflict", f"This {IDEMPOTENCY_HEADER} was used with a different request; send a new key "
                                      "for a new request.")
-    return row.job
+    return row.made
 
 
-def _job_files(job: Job) -> list[str]:
-    return [name for name in (getattr(job, field, None) for field in ("source_file", "mask_file")) if name]
+def _stored_files(made: Job | LoRA) -> list[str]:
+    """The files a creating call stored before its row: to remove when that row rolled back."""
+    names = [getattr(made, field, None) for field in ("source_file", "mask_file", "file")]
+    return [str(name) for name in names if name]
 
 
 def submit_once(*, key: ApiKey, idempotency_key: str | None, fingerprint: str,
-                submit: Callable[[], Job]) -> Submitted:
-    """Run `submit` (which makes and charges one job) at most once per (key, idempotency key)."""
+                submit: Callable[[], Job | LoRA]) -> Submitted:
+    """Run `submit` (which makes one job, charging for it, or imports one LoRA) at most once per
+    (key, idempotency key)."""
     if idempotency_key is None:
         with transaction.atomic():
-            return Submitted(job=submit(), replayed=False)
-    if (job := _replay(key, idempotency_key, fingerprint)) is not None:
-        return Submitted(job=job, replayed=True)
-    job = None
+            return _submitted(submit(), replayed=False)
+    if (made := _replay(key, idempotency_key, fingerprint)) is not None:
+        return _submitted(made, replayed=True)
+    made = None
     try:
         with transaction.atomic():
-            job = submit()
-            ApiIdempotencyKey.objects.create(api_key=key, key=idempotency_key, request_hash=fingerprint, job=job)
-    except IntegrityError:  # a concurrent retry won the race: its job stands, this one rolled back
-        if job is not None:
-            files_delete_now(_job_files(job))
+            made = submit()
+            kind = "lora" if isinstance(made, LoRA) else "job"
+            ApiIdempotencyKey.objects.create(api_key=key, key=idempotency_key, request_hash=fingerprint,
+                                             **{kind: made})
+    except IntegrityError:  # a concurrent retry won the race: what it made stands, this one rolled back
+        if made is not None:
+            files_delete_now(_stored_files(made))
         if (winner := _replay(key, idempotency_key, fingerprint)) is not None:
-            return Submitted(job=winner, replayed=True)
+            return _submitted(winner, replayed=True)
         raise
-    return Submitted(job=job, replayed=False)
+    return _submitted(made, replayed=False)
 
 
 # --- Refusals as problems ------------------------------------------------------------------------

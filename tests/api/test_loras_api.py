@@ -32,9 +32,9 @@ def stored_lora(owner, name="style", **fields) -> LoRA:
     return LoRA.objects.get(pk=lora.pk)
 
 
-def import_file(client, auth, *, name="imported", data=None, filename="style.safetensors"):
+def import_file(client, auth, *, name="imported", data=None, filename="style.safetensors", **headers):
     return client.post(URL, {"name": name, "lora_file": SimpleUploadedFile(
-        filename, data if data is not None else fitting_lora())}, **auth)
+        filename, data if data is not None else fitting_lora())}, **auth, **headers)
 
 
 def test_import_a_fitting_lora_then_list_get_download_and_delete_it(client):
@@ -56,6 +56,17 @@ def test_import_a_fitting_lora_then_list_get_download_and_delete_it(client):
     assert client.delete(f"{URL}/{lora.pk}", **auth).status_code == 204
     assert not LoRA.objects.exists()
     assert client.get(f"{URL}/{lora.pk}", **auth).status_code == 404
+
+
+def test_an_import_retried_with_its_idempotency_key_imports_once(client):
+    user, auth = keyed()
+    first = import_file(client, auth, HTTP_IDEMPOTENCY_KEY="import-1")
+    again = import_file(client, auth, HTTP_IDEMPOTENCY_KEY="import-1")
+    assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    assert again["Idempotent-Replayed"] == "true" and LoRA.objects.filter(owner=user).count() == 1
+    other_file = import_file(client, auth, data=fitting_lora() + b" ", HTTP_IDEMPOTENCY_KEY="import-1")
+    assert other_file.status_code == 409  # the same key with another file
+    assert import_file(client, auth, name="another", HTTP_IDEMPOTENCY_KEY="import-1").status_code == 409
 
 
 @pytest.mark.parametrize(("filename", "data", "message"), [
