@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -46,19 +47,26 @@ def key_for(user, **extra) -> tuple[object, str]:
 
 def post_all_at_once(base_url: str, calls: list[tuple[str, dict]]) -> list[tuple[str, int, dict, dict]]:
     """Each (token, extra headers) POSTs BODY from its own thread, released together by a barrier.
-    Returns (token, status, body, headers) per call."""
+    Returns (token, status, body, headers) per call.
+
+    Every call carries an Idempotency-Key (its own, unless the headers give one) and is retried with
+    it when the connection drops: fifty connections at once overflow the test server's listen
+    backlog, and a client retries such a call safely only this way."""
     barrier = threading.Barrier(len(calls))
     lock = threading.Lock()
     answers = []
 
     def post(token: str, headers: dict) -> None:
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4()), **headers}
         barrier.wait(timeout=60)
-        try:
-            response = requests.post(base_url + URL, json=BODY, timeout=120,
-                                     headers={"Authorization": f"Bearer {token}", **headers})
-            answer = (token, response.status_code, response.json(), dict(response.headers))
-        except Exception as error:  # noqa: BLE001 - a dropped connection is an outcome to report
-            answer = (token, 0, {"error": repr(error)}, {})
+        for attempt in range(5):
+            try:
+                response = requests.post(base_url + URL, json=BODY, timeout=120, headers=headers)
+                answer = (token, response.status_code, response.json(), dict(response.headers))
+                break
+            except requests.ConnectionError as error:
+                answer = (token, 0, {"error": repr(error)}, {})
+                time.sleep(0.1 * (attempt + 1))
         with lock:
             answers.append(answer)
 
@@ -127,7 +135,8 @@ def test_concurrent_retries_with_one_idempotency_key_make_one_job_charged_once(l
 
     assert sorted(status for _, status, _, _ in answers) == [202] * 10, answers
     assert len({body["id"] for _, _, body, _ in answers}) == 1
-    assert sorted(headers.get("Idempotent-Replayed", "") for *_, headers in answers) == [""] + ["true"] * 9
+    replayed = Counter(headers.get("Idempotent-Replayed", "") for *_, headers in answers)
+    assert replayed[""] <= 1 and replayed["true"] >= 9  # the maker (unless its connection dropped: a retry)
     job = Job.objects.get(user=user)
     assert LedgerEntry.objects.filter(subject=job.billing_subject, kind=EntryKind.RESERVE).count() == 1
     assert wallet_balance(user=user) == (9 * price, price)
