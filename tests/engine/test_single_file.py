@@ -189,7 +189,8 @@ def save_single_file(pipe, family: str, path: Path) -> Path:
         state.update(open_clip_to_ldm(text, "cond_stage_model.model.", pipe.text_encoder.config.hidden_size))
     else:
         state.update({"conditioner.embedders.0.transformer." + k: v for k, v in text.items()})
-        state.update(open_clip_to_ldm(_clip_state(pipe.text_encoder_2), "conditioner.embedders.1.model.", 48))
+        state.update(open_clip_to_ldm(_clip_state(pipe.text_encoder_2), "conditioner.embedders.1.model.",
+                                      pipe.text_encoder_2.config.hidden_size))
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
 
