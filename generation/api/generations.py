@@ -19,7 +19,8 @@ from django.db.models import Prefetch
 from django.http import HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
-from accounts.api import ApiProblem, api_key_of, problems, require_scope
+from accounts.api import ApiProblem, problems, require_scope
+from generation.api.common import file_response, page_of, require_any_scope
 from generation.api.generation_create import bound_form, openapi_request_body, parse_request
 from generation.api.live import latest_preview, live_progress
 from generation.api.stream import job_events, released
@@ -105,9 +106,7 @@ class ListQuery(Schema):
 
 
 def _readable_by(request):
-    key = api_key_of(request)
-    if not any(key.has_scope(scope) for scope in READ_SCOPES):
-        raise ApiProblem("insufficient-scope", "Reading generations needs the 'generate' or 'read_images' scope.")
+    key = require_any_scope(request, READ_SCOPES, "generations")
     jobs = Job.objects.filter(kind=JobKind.GENERATE).prefetch_related(
         Prefetch("images", queryset=Image.objects.order_by("index"))
     )
@@ -138,8 +137,8 @@ def generation_list(request, query: Query[ListQuery]):
     jobs = _readable_by(request)
     if query.state:
         jobs = jobs.filter(state=query.state)
-    page = list(jobs.order_by("-created_at", "-id")[query.offset:query.offset + query.limit])
-    return GenerationListOut(items=[_out(job) for job in page], count=jobs.count())
+    page, count = page_of(jobs.order_by("-created_at", "-id"), query)
+    return GenerationListOut(items=[_out(job) for job in page], count=count)
 
 
 @router.get("/generations/{generation_id}", response={200: GenerationOut, **problems(403, 404, 422)},
@@ -225,9 +224,7 @@ async def generation_events(request, generation_id: uuid.UUID):
 
 @router.get("/generations/{generation_id}/preview", url_name="generation_preview",
             response={200: None, **problems(403, 404, 422)},
-            openapi_extra={"responses": {"200": {"description": "The latest denoising preview (small; PNG or WebP).",
-                                                 "content": {"image/*": {"schema": {"type": "string",
-                                                                                    "format": "binary"}}}}}},
+            openapi_extra=file_response("The latest denoising preview (small; PNG or WebP).", "image/*"),
             summary="The latest preview frame of a running generation")
 def generation_preview(request, generation_id: uuid.UUID):
     job = _own_job(request, generation_id)

@@ -15,8 +15,9 @@ from datetime import datetime
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
 
-from accounts.api import ApiProblem, api_key_of, problems, require_scope
+from accounts.api import ApiProblem, problems, require_scope
 from generation import permissions, serving
+from generation.api.common import file_response, page_of, require_any_scope
 from generation.api.submit import key_actor
 from generation.models import Image
 from generation.services import image_delete
@@ -67,9 +68,7 @@ class ImageListQuery(Schema):
 
 
 def _readable(request):
-    key = api_key_of(request)
-    if not any(key.has_scope(scope) for scope in READ_SCOPES):
-        raise ApiProblem("insufficient-scope", "Reading images needs the 'read_images' or 'generate' scope.")
+    key = require_any_scope(request, READ_SCOPES, "images")
     images = Image.objects.select_related("job")
     if key.owner_team_id is not None:
         return images.filter(team_id=key.owner_team_id)
@@ -103,8 +102,8 @@ def image_list(request, query: Query[ImageListQuery]):
         images = images.filter(job_id=query.generation_id)
     if query.favourite is not None:
         images = images.filter(favourite=query.favourite)
-    page = images.order_by("-job__created_at", "job_id", "index")[query.offset:query.offset + query.limit]
-    return ImageListOut(items=[_out(image) for image in page], count=images.count())
+    page, count = page_of(images.order_by("-job__created_at", "job_id", "index"), query)
+    return ImageListOut(items=[_out(image) for image in page], count=count)
 
 
 @router.get("/images/{image_id}", response={200: ImageDetailOut, **problems(403, 404, 422)},
@@ -115,9 +114,7 @@ def image_detail(request, image_id: uuid.UUID):
 
 @router.get("/images/{image_id}/file", url_name="image_file",
             response={200: None, **problems(403, 404, 422)},
-            openapi_extra={"responses": {"200": {"description": "The original PNG, its parameters in a tEXt chunk.",
-                                                 "content": {"image/png": {"schema": {"type": "string",
-                                                                                      "format": "binary"}}}}}},
+            openapi_extra=file_response("The original PNG, its parameters in a tEXt chunk.", "image/png"),
             summary="Download the original PNG (with its parameters)")
 def image_file(request, image_id: uuid.UUID):
     image = _own_image(request, image_id)

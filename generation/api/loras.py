@@ -20,6 +20,7 @@ from ninja import Field, Query, Router, Schema, Status
 
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from generation import permissions, services, serving
+from generation.api.common import file_response, page_of, require_any_scope
 from generation.api.submit import form_problem, idempotency_key_of, request_fingerprint, submit_once
 from generation.forms import usable_loras
 from generation.models import LoRA
@@ -61,9 +62,7 @@ class LoraListQuery(Schema):
 
 def _readable(request) -> list[LoRA]:
     """The LoRAs this key may use: mine first, then my teams', by name."""
-    key = api_key_of(request)
-    if not any(key.has_scope(scope) for scope in READ_SCOPES):
-        raise ApiProblem("insufficient-scope", "Reading LoRAs needs the 'generate', 'read_images' or 'train' scope.")
+    key = require_any_scope(request, READ_SCOPES, "LoRAs")
     if key.owner_team_id is not None:
         return list(LoRA.objects.filter(team_id=key.owner_team_id).order_by("name", "created_at"))
     return usable_loras(key.owner_user)
@@ -96,10 +95,8 @@ def _out(key, lora: LoRA) -> LoraOut:
 @router.get("/loras", response={200: LoraListOut, **problems(403, 422)},
             summary="The LoRAs I may use: mine first, then those shared with my teams")
 def lora_list(request, query: Query[LoraListQuery]):
-    loras = _readable(request)
-    key = api_key_of(request)
-    return LoraListOut(items=[_out(key, lora) for lora in loras[query.offset:query.offset + query.limit]],
-                       count=len(loras))
+    page, count = page_of(_readable(request), query)
+    return LoraListOut(items=[_out(api_key_of(request), lora) for lora in page], count=count)
 
 
 @router.get("/loras/{lora_id}", response={200: LoraOut, **problems(403, 404, 422)}, summary="One LoRA")
@@ -108,8 +105,7 @@ def lora_detail(request, lora_id: uuid.UUID):
 
 
 @router.get("/loras/{lora_id}/file", response={200: None, **problems(403, 404, 422)},
-            openapi_extra={"responses": {"200": {"description": "The LoRA's .safetensors file.", "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}},
+            openapi_extra=file_response("The LoRA's .safetensors file.", "application/octet-stream"),
             summary="Download a LoRA's .safetensors (its owner, or a team it is shared with if downloads are allowed)")
 def lora_file(request, lora_id: uuid.UUID):
     lora = _own_lora(request, lora_id)

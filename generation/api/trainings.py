@@ -21,8 +21,9 @@ from django.http import HttpResponse
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema, Status
 
-from accounts.api import ApiProblem, api_key_of, problems, require_scope
+from accounts.api import ApiProblem, problems, require_scope
 from generation import serving, training_selectors
+from generation.api.common import file_response, page_of, require_any_scope
 from generation.api.live import live_progress
 from generation.api.submit import (
     SUBMIT_REFUSALS,
@@ -112,9 +113,7 @@ class ListQuery(Schema):
 
 
 def _readable_by(request):
-    key = api_key_of(request)
-    if not any(key.has_scope(scope) for scope in READ_SCOPES):
-        raise ApiProblem("insufficient-scope", "Reading trainings needs the 'train' or 'read_images' scope.")
+    key = require_any_scope(request, READ_SCOPES, "trainings")
     jobs = Job.objects.filter(kind=JobKind.TRAIN).select_related("training")
     if key.owner_team_id is not None:  # trainings are never a team's (see the module's docstring)
         return jobs.filter(team_id=key.owner_team_id)
@@ -164,8 +163,8 @@ def training_list(request, query: Query[ListQuery]):
     jobs = _readable_by(request)
     if query.state:
         jobs = jobs.filter(state=query.state)
-    page = list(jobs.order_by("-created_at", "-id")[query.offset:query.offset + query.limit])
-    return TrainingListOut(items=[_out(job) for job in page], count=jobs.count())
+    page, count = page_of(jobs.order_by("-created_at", "-id"), query)
+    return TrainingListOut(items=[_out(job) for job in page], count=count)
 
 
 @router.get("/trainings/{training_id}", response={200: TrainingOut, **problems(403, 404, 422)},
@@ -176,8 +175,7 @@ def training_detail(request, training_id: uuid.UUID):
 
 @router.get("/trainings/{training_id}/samples/{step}/{index}", url_name="training_sample",
             response={200: None, **problems(403, 404, 422)},
-            openapi_extra={"responses": {"200": {"description": "A sample image (PNG).", "content": {
-                "image/png": {"schema": {"type": "string", "format": "binary"}}}}}},
+            openapi_extra=file_response("A sample image (PNG).", "image/png"),
             summary="A sample image the trainer made at a step")
 def training_sample(request, training_id: uuid.UUID, step: int, index: int):
     name = training_selectors.sample_file(_own_training(request, training_id), step, index)
