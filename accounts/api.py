@@ -33,6 +33,8 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "rate-limited": (429, "Too many requests"),
     "too-many-active-jobs": (429, "Too many jobs waiting or running"),
     "server-error": (500, "Server error"),
+    "job-failed": (502, "The job failed"),
+    "timeout": (504, "The job did not finish in time"),
 }
 
 

@@ -20,6 +20,7 @@ See docs/api.md.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import time
@@ -176,16 +177,25 @@ def problem_response(request, slug: str, detail: str, *, headers=None, **extra) 
     return response
 
 
+def _problem_if_405(request, response):
+    if response.status_code == 405 and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE):
+        allowed = response.get("Allow", "")
+        response = problem_response(request, "method-not-allowed",
+                                    f"{request.method} is not allowed here; use {allowed}.")
+        response["Allow"] = allowed
+    return response
+
+
 def problem_on_405(view):
+    if inspect.iscoroutinefunction(view):  # a path with an async operation (A1111's txt2img): stay async
+        @functools.wraps(view)
+        async def wrapped_async(request, *args, **kwargs):
+            return _problem_if_405(request, await view(request, *args, **kwargs))
+        return wrapped_async
+
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        if response.status_code == 405 and not response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE):
-            allowed = response.get("Allow", "")
-            response = problem_response(request, "method-not-allowed",
-                                        f"{request.method} is not allowed here; use {allowed}.")
-            response["Allow"] = allowed
-        return response
+        return _problem_if_405(request, view(request, *args, **kwargs))
     return wrapped
 
 

@@ -69,7 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "studio.static_files.AsyncWhiteNoiseMiddleware",  # whitenoise, async-capable (A1111 waits in async views)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -192,6 +192,8 @@ STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = float(os.environ.get("STUDIO_TRAINING_DRAF
 # Redis, and more threads than free cores spin (docs/benchmarks.md). 0 or empty: torch's default.
 STUDIO_TORCH_THREADS = int(os.environ.get("STUDIO_TORCH_THREADS", "1") or 0)
 STUDIO_MAX_ACTIVE_JOBS_PER_USER = int(os.environ.get("STUDIO_MAX_ACTIVE_JOBS_PER_USER", "8"))
+# How long A1111's synchronous txt2img/img2img wait for their job before cancelling it (504).
+STUDIO_A1111_WAIT_SECONDS = float(os.environ.get("STUDIO_A1111_WAIT_SECONDS", "600"))
 
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-jobs": {
