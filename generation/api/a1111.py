@@ -9,18 +9,17 @@ two scripts on two keys of one user do not see or interrupt each other's work.
 
 from __future__ import annotations
 
-
 from ninja import Field, Query, Router, Schema
 
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from billing.models import EntryKind, LedgerEntry
 from generation.api.a1111_generate import decode_picture, refused
 from generation.api.a1111_generate import router as generate_router
+from generation.api.common import require_any_scope
 from generation.api.live import live_progress
-from generation.api.submit import key_actor
+from generation.api.loras import loras_usable_by
 from generation.engine.contracts import SAMPLERS
 from generation.engine.infotext import parse_infotext
-from generation.forms import usable_loras
 from generation.models import Job, JobKind, JobState
 from generation.png_info import MAX_INFOTEXT, MAX_PARAMETER_LINE
 from generation.selectors import model_info
@@ -186,15 +185,13 @@ class LoraOut(Schema):
 
 @router.get("/loras", response={200: list[LoraOut], **problems(403)}, summary="A1111: the LoRAs this key may use")
 def loras(request):
-    key = api_key_of(request)
-    if not any(key.has_scope(scope) for scope in READ_SCOPES):
-        raise ApiProblem("insufficient-scope", "Listing LoRAs needs the 'generate' or 'read_images' scope.")
+    key = require_any_scope(request, READ_SCOPES, "LoRAs")
     return [
         LoraOut(name=lora.name, alias=lora.name, path=f"lora/{lora.pk}", metadata={
             "ss_sd_model_name": lora.base_model_name, "ss_network_dim": lora.rank, "ss_steps": lora.steps,
             "sshs_model_hash": lora.sha256, "ss_tag_frequency": {}, "trigger_words": lora.trigger_words,
         })
-        for lora in usable_loras(key_actor(key).user)
+        for lora in loras_usable_by(key)
     ]
 
 

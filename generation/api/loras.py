@@ -60,12 +60,16 @@ class LoraListQuery(Schema):
     offset: int = Field(0, ge=0, le=100_000)
 
 
-def _readable(request) -> list[LoRA]:
-    """The LoRAs this key may use: mine first, then my teams', by name."""
-    key = require_any_scope(request, READ_SCOPES, "LoRAs")
+def loras_usable_by(key) -> list[LoRA]:
+    """The LoRAs a key lists: a user's key its user's usable ones (theirs first, then their teams',
+    by name); a team's key those shared with the team (never its maker's own)."""
     if key.owner_team_id is not None:
         return list(LoRA.objects.filter(team_id=key.owner_team_id).order_by("name", "created_at"))
     return usable_loras(key.owner_user)
+
+
+def _readable(request) -> list[LoRA]:
+    return loras_usable_by(require_any_scope(request, READ_SCOPES, "LoRAs"))
 
 
 def _may_download(key, lora: LoRA) -> bool:

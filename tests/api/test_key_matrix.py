@@ -212,7 +212,6 @@ class Op:
     team_status: int | None = None
     waits: bool = False
     check: Callable | None = None
-    team_sees_its_makers: bool = False  # a known bug: test_a_team_key_lists_only_the_teams_loras_in_a1111
 
 
 def created_where_the_key_says(world: World, who: str, response) -> None:
@@ -273,7 +272,7 @@ OPERATIONS: dict[str, Op] = {
     "POST /sdapi/v1/options": Op((), 403, json={"sd_model_checkpoint": "x"}),
     "GET /sdapi/v1/progress": Op(READ, lists="generation_id"),
     "POST /sdapi/v1/interrupt": Op(("generate",), check=interrupted_only_its_own),
-    "GET /sdapi/v1/loras": Op(READ, lists="lora_id", team_sees_its_makers=True),
+    "GET /sdapi/v1/loras": Op(READ, lists="lora_id"),
     "POST /sdapi/v1/png-info": Op((), json={"image": base64.b64encode(png("a cat\nSeed: 1")).decode()}),
     # txt2img/img2img hold the request until the job is done, and nothing runs it here: only the
     # refusals (401, 403) are checked; their successes are tests/api/test_a1111.py's and the e2e's.
@@ -337,8 +336,7 @@ def assert_answer(response, status: int) -> None:
 def assert_sees_only_its_own(world: World, who: str, op: Op, response) -> None:
     me = getattr(world, who)
     text = text_of(response)
-    others = [party for party in world.others(me)
-              if not (who == "team" and op.team_sees_its_makers and party is world.owner_private)]
+    others = world.others(me)
     leaked = sorted(mark for party in others for mark in party.marks if mark in text)
     assert leaked == [], f"{who} sees others' things: {leaked}"
     if op.lists and op.lists in me.ids:
@@ -418,9 +416,6 @@ def test_every_key_gets_the_right_answer(world, op_id):
         op.check(world, "a", response)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: /sdapi/v1/loras lists usable_loras(key_actor(key).user), so a team's key lists the private "
-    "LoRAs of the admin who made it (/api/v1/loras lists the team's only)"))
 def test_a_team_key_lists_only_the_teams_loras_in_a1111(world):
     names = [lora["name"] for lora in Client().get(
         "/sdapi/v1/loras", HTTP_AUTHORIZATION=f"Bearer {world.team.token}").json()]
