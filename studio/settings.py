@@ -119,6 +119,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not :memory:, so the end-to-end tests' worker and web processes share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-studio.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and int(
+        os.environ.get("STUDIO_DB_POOL_SIZE", "20")):
+    # Under daphne every request runs its sync code in a thread of its own, each with its own
+    # connection: 100 requests at once (API clients polling, event streams starting) would open
+    # 100 and hit PostgreSQL's default max_connections with 500s. A pool per process bounds them;
+    # a request waits for a free connection instead (STUDIO_DB_POOL_SIZE; 0 turns the pool off).
+    DATABASES["default"]["OPTIONS"] = {"pool": {
+        "min_size": 1, "max_size": int(os.environ.get("STUDIO_DB_POOL_SIZE", "20")), "timeout": 30,
+    }}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: broker and channel layer ------------------------------------------------------------
@@ -131,7 +140,10 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 defaults socket_timeout to 5 s, which aborts the layer's blocking BZPOPMIN
         # (also 5 s) and tears websockets down; give reads room beyond the blocking timeout.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "capacity": 300, "expiry": 30},
+        # max_connections: redis-py's asyncio pool allows 100 by default, and 100 event streams
+        # starting at once (each joins its job's group) take more than that.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30, "max_connections": 1000}],
+                   "capacity": 300, "expiry": 30},
     },
     # What services and the worker publish through (generation.events): the same Redis, but a
     # hung Redis costs a request or a denoising step at most this timeout, never 30 s.

@@ -51,3 +51,8 @@ class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
 
 
 PASSWORD_HASHERS = ["tests.settings.QuickPBKDF2PasswordHasher"]
+
+# No connection pool in the test process (the live stack's processes keep studio.settings' pool):
+# the race tests park 50 threads at a barrier, each holding its connection, which a bounded pool
+# would starve. Requests in production hold a connection only while they run.
+DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405
