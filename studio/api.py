@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -247,14 +248,26 @@ def _invalid(request, exc: ValidationError):
     return problem_response(request, "validation-error", f"{where}: {first['msg']}", errors=errors)
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_large(request, exc):
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 2**20
+    return problem_response(request, "payload-too-large", f"The request body (files aside) may be at most {limit} MB. "
+                            "Send large pictures as multipart/form-data files rather than base64 in JSON.")
+
+
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request, exc):
+    return problem_response(request, "bad-request", "This request is malformed (too many fields, or a bad header).")
+
+
 @api.exception_handler(Http404)
 def _not_found(request, exc):
     return problem_response(request, "not-found", "There is nothing here, or it is not yours.")
 
 
 _SLUG_FOR_STATUS = {400: "bad-request", 401: "unauthorized", 402: "insufficient-credits", 403: "forbidden",
-                    404: "not-found", 405: "method-not-allowed", 409: "conflict", 415: "unsupported-media-type",
-                    422: "validation-error", 429: "rate-limited"}
+                    404: "not-found", 405: "method-not-allowed", 409: "conflict", 413: "payload-too-large",
+                    415: "unsupported-media-type", 422: "validation-error", 429: "rate-limited"}
 
 
 @api.exception_handler(HttpError)

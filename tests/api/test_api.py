@@ -7,6 +7,7 @@ import base64
 import json
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 
 from accounts import services as accounts
@@ -204,3 +205,14 @@ def test_the_a1111_dialect_reads_the_model_samplers_and_options_with_api_auth(cl
     assert_problem(client.post("/sdapi/v1/txt2img", **basic), 400, "bad-request")  # no body (tests/api/test_a1111.py)
     home = client.get("/")
     assert home.status_code == 200 and home["Content-Type"].startswith("text/html")  # the home page, not the API root
+
+
+@pytest.mark.django_db
+def test_a_body_over_the_limit_is_a_413_problem_not_a_server_error(client):
+    user = make_user()
+    _, token = accounts.api_key_create(actor=user, name="k", scopes=["generate"])
+    body = json.dumps({"prompt": "x", "source": "A" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)})
+    response = client.post("/api/v1/generations", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 413 and response["Content-Type"] == "application/problem+json"
+    assert response.json()["type"] == "/api/problems/payload-too-large" and "multipart" in response.json()["detail"]
