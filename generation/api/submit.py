@@ -6,12 +6,15 @@ and img2img share, so each endpoint only translates its own dialect.
   team's gallery, on the team's wallet; while that admin is still one of the team's admins
   (a demoted or departed maker's key is refused with a 403 until an admin makes a new one).
 - `submit_once`: `Idempotency-Key` (Stripe's convention). The same key and the same request
-  return the job the first call made, charged once; the same key with another request is a 409.
-  The row is written in the submit's transaction, so two racing retries make one job.
-- `form_problem` / `submit_problem`: the web's forms and services decide what is valid and
-  allowed (one set of rules for the web and the API); these turn their refusals into problems.
-- `spend_headers`: `X-Credits-Charged` (the job's hold, or what it was charged once final) and
-  `X-Credits-Balance` (the spending wallet's available credits) on every response that spends.
+  return what the first call made (a job, charged once, or an imported LoRA); the same key with
+  another request is a 409. The row is written in the creating transaction, so two racing
+  retries make one.
+- `job_from_form`, `form_problem` / `submit_problem`: the web's forms and services decide what is
+  valid and allowed (one set of rules for the web and the API); these run them and turn their
+  refusals into problems.
+- `created_headers`, `spend_headers`: `Location`, `Idempotent-Replayed`, `X-Credits-Charged` (the
+  job's hold, or what it was charged once final) and `X-Credits-Balance` (the spending wallet's
+  available credits) on every response that creates or spends.
 """
 
 from __future__ import annotations
