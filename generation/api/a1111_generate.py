@@ -34,14 +34,12 @@ from PIL import ImageOps, UnidentifiedImageError
 from accounts.api import ApiProblem, problems, require_scope
 from generation import events
 from generation.api.submit import (
-    SUBMIT_REFUSALS,
-    form_problem,
     idempotency_key_of,
+    job_from_form,
     key_actor,
     request_fingerprint,
     spend_headers,
     submit_once,
-    submit_problem,
 )
 from generation.canvas_forms import CanvasForm
 from generation.engine.contracts import SAMPLERS
@@ -257,18 +255,10 @@ def submit(request, body: Txt2ImgIn) -> Started:
     idempotency_key = idempotency_key_of(request)
     actor = key_actor(key)
 
-    def make_job() -> Job:
-        form = bound_form(body, actor=actor)
-        if not form.is_valid():
-            raise form_problem(form, field_names=FIELD_NAMES)
-        try:
-            return job_services.job_submit(user=actor.user, **form.request_fields(), **form.destination(),
-                                           loras=form.loras, canvas=getattr(form, "canvas", None), api_key=key)
-        except SUBMIT_REFUSALS as error:
-            raise submit_problem(error) from error
-
     fingerprint = request_fingerprint(request, body.model_dump(mode="json"))
-    submitted = submit_once(key=key, idempotency_key=idempotency_key, fingerprint=fingerprint, submit=make_job)
+    submitted = submit_once(key=key, idempotency_key=idempotency_key, fingerprint=fingerprint,
+                            submit=lambda: job_from_form(bound_form(body, actor=actor), actor=actor, key=key,
+                                                         field_names=FIELD_NAMES))
     return Started(job=submitted.job, replayed=submitted.replayed)
 
 
