@@ -25,6 +25,7 @@ from generation.api.generation_create import bound_form, openapi_request_body, p
 from generation.api.live import latest_preview, live_progress
 from generation.api.stream import job_events, released
 from generation.api.submit import (
+    cancel_active,
     created_headers,
     credits_charged,
     idempotency_key_of,
@@ -36,7 +37,6 @@ from generation.api.submit import (
 )
 from generation.models import Image, Job, JobKind, JobState
 from generation.selectors import queue_position
-from generation.services import jobs as job_services
 
 router = Router(tags=["generations"])
 READ_SCOPES = ("generate", "read_images")
@@ -187,10 +187,7 @@ def generation_create(request, response: HttpResponse):
              summary="Cancel a generation: a queued one at once (refunded), a running one at its next step")
 def generation_cancel(request, generation_id: uuid.UUID, response: HttpResponse):
     key = require_scope(request, "generate")
-    job = _own_job(request, generation_id)
-    if not job.is_active:
-        raise ApiProblem("conflict", f"This generation has already {job.state}; there is nothing to cancel.")
-    job = job_services.job_cancel(job=job)
+    job = cancel_active(_own_job(request, generation_id), what="generation")
     job = _readable_by(request).get(pk=job.pk)
     spend_headers(response, job=job, key=key)
     return _out(job)

@@ -186,6 +186,14 @@ def job_from_form(form, *, actor: KeyActor, key: ApiKey, field_names: dict[str, 
         raise submit_problem(error) from error
 
 
+def cancel_active(job: Job, *, what: str) -> Job:
+    """Cancel a job of the key's (job_cancel: a queued one at once, refunded; a running one at its
+    next step); one already final is a 409."""
+    if not job.is_active:
+        raise ApiProblem("conflict", f"This {what} has already {job.state}; there is nothing to cancel.")
+    return job_services.job_cancel(job=job)
+
+
 def created_headers(response, *, job: Job, key: ApiKey, replayed: bool, location: str) -> None:
     """A creating call's answer: where the new thing is, what it cost, and whether it is a replay."""
     response["Location"] = location

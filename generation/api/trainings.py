@@ -27,6 +27,7 @@ from generation.api.common import file_response, page_of, require_any_scope
 from generation.api.live import live_progress
 from generation.api.submit import (
     SUBMIT_REFUSALS,
+    cancel_active,
     created_headers,
     credits_charged,
     form_problem,
@@ -53,7 +54,6 @@ from generation.engine.training.spec import (
 )
 from generation.models import Job, JobKind
 from generation.selectors import model_info, queue_position
-from generation.services import jobs as job_services
 from generation.services.training import TrainingImageInput, TrainingRefused, training_submit
 from generation.training_forms import MAX_RESOLUTION, TrainingImagesForm, TrainingSettingsForm
 
@@ -323,10 +323,7 @@ def training_create(request, response: HttpResponse):
                      "(it keeps, and pays for, the LoRA of its last checkpoint)")
 def training_cancel(request, training_id: uuid.UUID, response: HttpResponse):
     key = require_scope(request, "train")
-    job = _own_training(request, training_id)
-    if not job.is_active:
-        raise ApiProblem("conflict", f"This training has already {job.state}; there is nothing to cancel.")
-    job = job_services.job_cancel(job=job)
+    job = cancel_active(_own_training(request, training_id), what="training")
     job = _readable_by(request).get(pk=job.pk)
     spend_headers(response, job=job, key=key)
     return _out(job)
