@@ -28,6 +28,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "not-found": (404, "Not found"),
     "method-not-allowed": (405, "Method not allowed"),
     "conflict": (409, "Conflict"),
+    "model-unavailable": (409, "The model is not offered now"),
     "payload-too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "Unsupported media type"),
     "validation-error": (422, "The request is not valid"),

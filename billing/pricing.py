@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from fractions import Fraction
 
 from billing.models import ModelPrice, PriceSettings
@@ -22,6 +23,23 @@ def _check_positive(**values) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+
+def model_price_multiplier(*, model_name: str) -> Decimal:
+    """The model's price multiplier (1 unless staff set one)."""
+    row = ModelPrice.objects.filter(model_name=model_name).values_list("multiplier", flat=True).first()
+    return Decimal("1.000") if row is None else row
+
+
+def model_price_set(*, model_name: str, multiplier) -> None:
+    """Set a model's price multiplier (0 or more; 1 deletes the row: the default)."""
+    multiplier = Decimal(str(multiplier))
+    if not multiplier.is_finite() or multiplier < 0:
+        raise ValueError(f"A price multiplier is 0 or more, not {multiplier}")
+    if multiplier == 1:
+        ModelPrice.objects.filter(model_name=model_name).delete()
+    else:
+        ModelPrice.objects.update_or_create(model_name=model_name, defaults={"multiplier": multiplier})
 
 
 def _model_multiplier(model_name: str) -> Fraction:

@@ -19,6 +19,7 @@ from billing.services import InsufficientCredits
 from generation import selectors, services, serving
 from generation.canvas_forms import CanvasForm
 from generation.models import CANVAS_FIELDS, Image, Job, JobMode
+from generation.views import MODEL_KEY
 
 
 def _source_url(request: HttpRequest) -> tuple[dict, str | None]:
@@ -52,22 +53,27 @@ def _context(request: HttpRequest, form: CanvasForm, source_url: str | None, mas
 @login_required
 @require_http_methods(["GET", "POST"])
 def canvas(request: HttpRequest) -> HttpResponse:
-    info = selectors.model_info()
+    """The canvas works on one model, the one Create last used (or ?model=): the editor sizes its
+    canvas by that model's native and largest sizes, so the model is changed on Create, not here."""
     teams = list(selectors.teams_user_can_save_into(request.user))
     if request.method == "GET":
+        model = selectors.model_remembered(request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
+        info = selectors.model_info(model)
         initial, source_url = _source_url(request)
+        initial["model"] = model
         mask_url = None
         if (job_id := request.GET.get("from")) and initial.get("mode") != JobMode.IMG2IMG:
             mask_url = reverse("generation:job_mask", args=[job_id])
-        form = CanvasForm(initial=initial, model_info=info, teams=teams, user=request.user)
+        form = CanvasForm(initial=initial, model_info=info, teams=teams, user=request.user,
+                          models=selectors.models_offered())
         return render(request, "generation/canvas.html", _context(request, form, source_url, mask_url))
 
-    form = CanvasForm(request.POST, request.FILES, model_info=info, teams=teams, user=request.user)
+    form = CanvasForm(request.POST, request.FILES, model_info=selectors.model_info(), teams=teams, user=request.user,
+                      models=selectors.models_offered())
     status = 400
     if form.is_valid():
         try:
-            job = services.job_submit(user=request.user, **form.request_fields(), **form.destination(),
-                                      canvas=form.canvas, loras=form.loras)
+            job = services.job_submit(user=request.user, **form.submit_fields(), canvas=form.canvas)
         except InsufficientCredits as error:
             form.add_error(None, str(error))
             form.needs_credits = not form.destination()["bill_team"]  # a team's wallet is topped up by its admins
@@ -78,6 +84,9 @@ def canvas(request: HttpRequest) -> HttpResponse:
         except services.TeamNotAllowed as error:
             form.add_error("save_to", str(error))
             status = 403
+        except services.ModelNotUsable as error:
+            form.add_error("model", str(error))
+            status = 409
         except services.LoraNotAllowed as error:  # unshared or deleted since the form was checked
             form.add_error(None, str(error))
             status = 403

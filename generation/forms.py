@@ -24,7 +24,7 @@ from generation.engine.contracts import (
     validate_request,
 )
 from generation.engine.prompt_tags import lora_tags, with_lora_tags
-from generation.models import REQUEST_FIELDS, LoRA
+from generation.models import REQUEST_FIELDS, LoRA, SDModel
 from generation.permissions import can_use_lora
 from generation.services.jobs import LoraChoice
 
@@ -73,7 +73,21 @@ def _getlist(data, name: str) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+class ModelField(forms.ModelChoiceField):
+    """The model picker: offered models by name (SDModel.name), each option carrying its defaults
+    (static/js/model-picker.js applies them when another model is picked)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(queryset=SDModel.objects.none(), to_field_name="name", required=False, empty_label=None,
+                         error_messages={"invalid_choice": "That model is not offered (any more); choose another."},
+                         **kwargs)
+
+    def label_from_instance(self, obj: SDModel) -> str:
+        return obj.title
+
+
 class CreateForm(forms.Form):
+    model = ModelField(label="Model")
     prompt = PromptField(
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a small red star in the top left on a blue background"}),
@@ -96,11 +110,14 @@ class CreateForm(forms.Form):
     )
     bill_team = forms.BooleanField(required=False, label="Bill to team")
 
-    def __init__(self, *args, model_info: ModelInfo, teams=(), user=None, **kwargs):
-        """`teams`: those the user may save into (generation.permissions.teams_user_may_save_into).
+    def __init__(self, *args, model_info: ModelInfo, teams=(), user=None, models=None, **kwargs):
+        """`model_info`: the model the form starts with (its defaults; its limits unless another
+        model is picked). `models`: the offered SDModels to pick from (none: the default model).
+        `teams`: those the user may save into (generation.permissions.teams_user_may_save_into).
         `user`: whose LoRAs the picker offers and the prompt's <lora:...> tags name (none without)."""
         super().__init__(*args, **kwargs)
         self.model_info = model_info
+        self.fields["model"].queryset = models if models is not None else SDModel.objects.none()
         self.user = user
         self.usable_loras = usable_loras(user)
         self.loras: list[LoraChoice] = []  # after is_valid(): what job_submit applies
@@ -116,6 +133,18 @@ class CreateForm(forms.Form):
         self.fields["width"].widget.attrs["placeholder"] = "auto"
         self.fields["height"].widget.attrs["placeholder"] = "auto"
         self.fields["seed"].widget.attrs["placeholder"] = "random"
+
+    @property
+    def model_choice(self) -> SDModel | None:
+        """The offered model the picker shows as chosen (posted, or initial), if any."""
+        name = self["model"].value()
+        return next((model for model in self.fields["model"].queryset if model.name == name), None) if name else None
+
+    def clean_model(self) -> SDModel | None:
+        model = self.cleaned_data.get("model")
+        if model is not None:
+            self.model_info = model.model_info()  # the size and steps are checked against it
+        return model
 
     def clean(self):
         data = super().clean()
@@ -269,3 +298,8 @@ class CreateForm(forms.Form):
     def request_fields(self) -> dict:
         """The cleaned values a Job (and its GenerationRequest) is made of."""
         return {name: self.cleaned_data[name] for name in REQUEST_FIELDS}
+
+    def submit_fields(self) -> dict:
+        """job_submit's keyword arguments from this form (with the caller's user)."""
+        return {**self.request_fields(), **self.destination(), "loras": self.loras,
+                "model": self.cleaned_data.get("model")}

@@ -5,6 +5,7 @@ State changes happen only in `generation.services`; these classes hold data and 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 
 from accounts.selectors import team_ids_of
-from generation.engine.contracts import MASKED_CONTENT, SAMPLERS, GenerationRequest
+from generation.engine.contracts import MASKED_CONTENT, SAMPLERS, GenerationRequest, ModelInfo
 
 
 class JobState(models.TextChoices):
@@ -46,6 +47,74 @@ REQUEST_FIELDS = (
     "prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "sampler", "seed", "num_images",
 )
 CANVAS_FIELDS = ("strength", "mask_blur", "masked_content", "only_masked", "only_masked_padding")
+
+
+def model_queue(name: str) -> str:
+    """The Celery queue whose messages wake the workers that serve the model of that name."""
+    return f"gpu.{name}"
+
+
+class SDModel(models.Model):
+    """A model the studio serves (docs/models.md, "Several models"): staff register a checkpoint by
+    its path on the worker hosts; users pick one on Create. What the engine reads from the file
+    (family, native size, limits, hash) is kept in `info` when it is registered, so the web never
+    needs the file again (and never imports torch)."""
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Its API name, and the PNG's \"Model\".")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=2000)
+    path = models.CharField(max_length=1000, help_text="A diffusers folder or a .safetensors file on the worker hosts.")
+    # generation.engine.contracts.ModelInfo as read at registration (dataclasses.asdict).
+    info = models.JSONField(default=dict)
+    default_steps = models.PositiveSmallIntegerField(null=True, blank=True)
+    default_guidance_scale = models.FloatField(null=True, blank=True)
+    default_sampler = models.CharField(max_length=32, blank=True, choices=list(SAMPLERS.items()))
+    default_width = models.PositiveIntegerField(null=True, blank=True)
+    default_height = models.PositiveIntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True, help_text="Offered on Create and the API.")
+    is_default = models.BooleanField(default=False, help_text="What Create starts with.")
+    # Set by a worker that failed to load it (its jobs fail with this reason); staff clear it.
+    broken_reason = models.TextField(blank=True)
+    broken_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-is_default", "title"]
+        verbose_name = "model"
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="one_default_model"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.name
+
+    @property
+    def is_broken(self) -> bool:
+        return bool(self.broken_reason)
+
+    @property
+    def family(self) -> str:
+        return self.info.get("family", "")
+
+    @property
+    def hash(self) -> str:
+        return self.info.get("hash", "")
+
+    @property
+    def queue(self) -> str:
+        return model_queue(self.name)
+
+    def model_info(self) -> ModelInfo:
+        """What the engine read at registration, with staff's defaults over the model's own."""
+        known = {field.name for field in dataclasses.fields(ModelInfo)}
+        info = {key: value for key, value in self.info.items() if key in known}
+        if info.get("latent_rgb_factors") is not None:
+            info["latent_rgb_factors"] = tuple(tuple(row) for row in info["latent_rgb_factors"])
+        if info.get("latent_rgb_bias") is not None:
+            info["latent_rgb_bias"] = tuple(info["latent_rgb_bias"])
+        overrides = {"default_steps": self.default_steps, "default_guidance_scale": self.default_guidance_scale,
+                     "default_sampler": self.default_sampler}
+        return dataclasses.replace(ModelInfo(**info), **{key: value for key, value in overrides.items() if value})
 
 
 class JobNotDeletable(Exception):
@@ -90,6 +159,9 @@ class Job(models.Model):
     num_images = models.PositiveSmallIntegerField()
     model_name = models.CharField(max_length=200)
     model_hash = models.CharField(max_length=64, blank=True)
+    # The registered model it runs on (model_name/model_hash are what it was when submitted). Null
+    # only for jobs made before the registry: they run on the studio's own model (STUDIO_MODEL_PATH).
+    model = models.ForeignKey(SDModel, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
     cost = models.PositiveIntegerField(default=0, help_text="Credits reserved for this job.")
     # Where its images go (a team gallery, or the user's own when empty) and who pays.
     team = models.ForeignKey(

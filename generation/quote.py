@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET
 from billing.selectors import member_used_this_month, team_member_caps, wallet_balance, wallet_for_team
 from generation import permissions, services
 from generation.forms import ASPECT_RATIOS, size_for_aspect
-from generation.selectors import model_info
+from generation.selectors import model_info, models_offered
 
 
 class QuoteForm(forms.Form):
@@ -29,13 +29,23 @@ class QuoteForm(forms.Form):
     height = forms.IntegerField(required=False, min_value=8, max_value=4096)
     steps = forms.IntegerField(min_value=1, max_value=150)
     num_images = forms.IntegerField(min_value=1, max_value=4)
+    model = forms.SlugField(required=False)  # an offered model's name; empty: the default model
+
+    def clean_model(self):
+        name = self.cleaned_data["model"]
+        if not name:
+            return None
+        model = models_offered().filter(name=name).first()
+        if model is None:
+            raise forms.ValidationError("That model is not offered.")
+        return model
 
     def size(self) -> tuple[int, int] | None:
         data = self.cleaned_data
         if data["width"] and data["height"]:
             return data["width"], data["height"]
         if data["aspect"]:
-            return size_for_aspect(data["aspect"], model_info())
+            return size_for_aspect(data["aspect"], model_info(data["model"]))
         return None
 
 
@@ -45,9 +55,8 @@ def quote_cost(form: QuoteForm) -> int | None:
         return None
     width, height = size
     try:
-        return services.job_cost(
-            width=width, height=height, steps=form.cleaned_data["steps"], num_images=form.cleaned_data["num_images"]
-        )
+        return services.job_cost(width=width, height=height, steps=form.cleaned_data["steps"],
+                                 num_images=form.cleaned_data["num_images"], model=form.cleaned_data["model"])
     except ValueError:
         return None
 

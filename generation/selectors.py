@@ -16,7 +16,7 @@ from accounts.selectors import teams_of
 from generation import permissions
 from generation.engine.contracts import ModelInfo
 from generation.engine.model_info import read_model_info
-from generation.models import Collection, CollectionItem, Image, Job, JobKind, JobState, LoRA
+from generation.models import Collection, CollectionItem, Image, Job, JobKind, JobState, LoRA, SDModel
 
 SHIPPED_MODEL_DIR = Path(settings.BASE_DIR) / "generation" / "engine" / "weights" / "studio-tiny"
 
@@ -35,8 +35,38 @@ def _model_info_at(path: str) -> ModelInfo:
     return read_model_info(path)
 
 
-def model_info() -> ModelInfo:
-    return _model_info_at(str(model_path()))
+def default_model() -> SDModel | None:
+    """The model Create starts with: the staff's default if it is offered, else the studio's own
+    model's row, else the first offered one; None before the studio's own model is registered
+    (services.sd_models.builtin_model registers it on the first submit)."""
+    offered = models_offered()
+    return (offered.filter(is_default=True).first() or offered.filter(path=str(model_path())).first()
+            or offered.first())
+
+
+def models_offered():
+    """The models users may pick: enabled and not marked broken."""
+    return SDModel.objects.filter(enabled=True, broken_reason="")
+
+
+def model_info(model: SDModel | None = None) -> ModelInfo:
+    """What the engine knows of a model (the default model without one), read without its weights."""
+    model = model or default_model()
+    if model is None:
+        return _model_info_at(str(model_path()))
+    return model.model_info()
+
+
+def model_remembered(user, name: str | None) -> SDModel | None:
+    """The model Create starts with for a user: `name` (a ?model= link or the session's last
+    pick) if offered, else their last job's model if offered, else the default."""
+    offered = models_offered()
+    if name and (model := offered.filter(name=name).first()):
+        return model
+    last = Job.objects.filter(user=user, kind=JobKind.GENERATE, model__isnull=False).values_list("model_id", flat=True)
+    if (last_id := last.first()) and (model := offered.filter(pk=last_id).first()):
+        return model
+    return default_model()
 
 
 def _images_in_order() -> Prefetch:

@@ -1,9 +1,14 @@
 """Celery tasks: thin and idempotent. A message only says "there is work"; the database says what."""
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_ready
+from celery.worker.control import control_command
 
 from generation import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -43,5 +48,36 @@ def drain_queue_on_start(sender=None, **kwargs) -> None:
         from generation import worker
 
         worker.consumed_queues = queues  # the job kinds it runs follow from these
+        if "gpu" in queues:
+            consume_model_queues(sender)
         worker.recover_jobs_of_dead_workers()
         (process_queue if "gpu" in queues else process_training_queue).delay()
+
+
+def consume_model_queues(consumer) -> list[str]:
+    """A generation worker also consumes the queue of each model it serves (SDModel.queue): every
+    registered one, or those of STUDIO_WORKER_MODELS. A job's wake-up goes to its model's queue, so
+    only a worker that can run it wakes (docs/models.md, "Which worker runs a job")."""
+    from generation import selectors, worker
+
+    models = selectors.models_offered()
+    if worker.worker_models():
+        models = models.filter(name__in=worker.worker_models())
+    added = [model.queue for model in models if not consumer.task_consumer.consuming_from(model.queue)]
+    for queue in added:
+        consumer.add_task_queue(queue)
+    if added:
+        logger.info("Now consuming the model queues %s", ", ".join(added))
+    return added
+
+
+@control_command()
+def studio_models_changed(state) -> dict:
+    """Broadcast when staff register or change a model (services.wakeup.tell_workers_models_changed):
+    a generation worker starts consuming the queues of the models it now serves."""
+    from generation import worker
+
+    if "gpu" not in worker.consumed_queues:
+        return {"ok": "not a generation worker"}
+    state.consumer.call_soon(consume_model_queues, state.consumer)
+    return {"ok": "checking the model queues"}

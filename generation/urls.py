@@ -57,7 +57,7 @@ urlpatterns += [
 ]
 
 # Public links (no login under s/), reports, and the staff review queue (docs/sharing.md).
-from generation import moderation_views, share_views  # noqa: E402
+from generation import model_views, moderation_views, share_views  # noqa: E402
 
 urlpatterns += [
     path("images/<uuid:image_id>/share/", share_views.image_share_create, name="image_share_create"),
@@ -70,6 +70,10 @@ urlpatterns += [
          name="share_image_thumbnail"),
     path("s/<str:token>/report/", share_views.share_report, name="share_report"),
     path("s/<str:token>/report/thanks/", share_views.share_report_done, name="share_report_done"),
+    path("staff/models/", model_views.model_list, name="staff_models"),
+    path("staff/models/new/", model_views.model_register, name="staff_model_register"),
+    path("staff/models/<int:model_id>/", model_views.model_edit, name="staff_model_edit"),
+    path("staff/models/<int:model_id>/repair/", model_views.model_repair, name="staff_model_repair"),
     path("staff/reports/", moderation_views.report_queue, name="staff_reports"),
     path("staff/reports/history/", moderation_views.moderation_history, name="staff_moderation_history"),
     path("staff/reports/<int:report_id>/", moderation_views.report_detail, name="staff_report"),

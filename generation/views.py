@@ -109,6 +109,16 @@ def _form_error_response(request: HttpRequest, form: CreateForm, status: int) ->
 
 
 DESTINATION_KEY = "create_destination"  # the session remembers the last "Save to" and "Bill to team"
+MODEL_KEY = "create_model"  # and the last model picked (selectors.model_remembered)
+
+
+def _model_initial(model) -> dict:
+    """The form's initial model, and its default size when staff set one (as width and height)."""
+    if model is None:
+        return {}
+    if model.default_width and model.default_height:
+        return {"model": model, "width": model.default_width, "height": model.default_height}
+    return {"model": model}
 
 
 def _remembered_destination(request: HttpRequest) -> dict:
@@ -133,11 +143,13 @@ def _credits_message(error: InsufficientCredits, destination: dict) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def create(request: HttpRequest) -> HttpResponse:
-    info = selectors.model_info()
     teams = list(selectors.teams_user_can_save_into(request.user))
+    offered = selectors.models_offered()
     if request.method == "GET":
-        initial = {**_remembered_destination(request), **_initial_from_job(request)}
-        form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user)
+        model = selectors.model_remembered(request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
+        info = selectors.model_info(model)
+        initial = {**_remembered_destination(request), **_initial_from_job(request), **_model_initial(model)}
+        form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user, models=offered)
         if initial.get("save_to", "") not in form.teams:  # a team I may no longer create in
             for key in ("save_to", "bill_team"):
                 form.initial.pop(key, None)
@@ -145,12 +157,12 @@ def create(request: HttpRequest) -> HttpResponse:
         context = {"form": form, "model_info": info, "recent_jobs": selectors.jobs_for_user(request.user)}
         return render(request, "generation/create.html", context)
 
-    form = CreateForm(request.POST, model_info=info, teams=teams, user=request.user)
+    form = CreateForm(request.POST, model_info=selectors.model_info(), teams=teams, user=request.user, models=offered)
     if not form.is_valid():
         return _form_error_response(request, form, status=400)
     destination = form.destination()
     try:
-        job = services.job_submit(user=request.user, **form.request_fields(), **destination, loras=form.loras)
+        job = services.job_submit(user=request.user, **form.submit_fields())
     except InsufficientCredits as error:  # MemberCapReached too: its message names the cap
         form.add_error(None, _credits_message(error, destination))
         form.needs_credits = not destination["bill_team"]
@@ -164,8 +176,12 @@ def create(request: HttpRequest) -> HttpResponse:
     except services.LoraNotAllowed as error:  # unshared or deleted since the form was checked
         form.add_error(None, str(error))
         return _form_error_response(request, form, status=403)
+    except services.ModelNotUsable as error:  # disabled or marked broken since the form was drawn
+        form.add_error("model", str(error))
+        return _form_error_response(request, form, status=409)
     team = destination["team"]
     request.session[DESTINATION_KEY] = {"save_to": str(team.pk) if team else "", "bill_team": destination["bill_team"]}
+    request.session[MODEL_KEY] = job.model.name
     if request.htmx:
         response = render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
         return trigger_client_event(response, "job-submitted")  # the cost quote refreshes its balance

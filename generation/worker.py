@@ -32,6 +32,7 @@ from PIL import Image as PILImage
 
 from generation import events, selectors, services
 from generation.engine.contracts import GeneratedImage, LoraRef
+from generation.engine.pool import ModelLoadFailed
 from generation.models import Job, JobKind, LoRA
 from generation.selectors import model_path
 
@@ -93,25 +94,60 @@ def recover_jobs_of_dead_workers() -> dict[str, int]:
     return services.jobs_release_leases_of(owners=dead)
 
 
+def worker_models() -> tuple[str, ...]:
+    """The models (SDModel names) this worker runs: STUDIO_WORKER_MODELS, or () for every one."""
+    return tuple(settings.STUDIO_WORKER_MODELS)
+
+
 @lru_cache(maxsize=1)
-def engine():
-    from generation.engine import Engine  # torch loads here, in the worker process only
+def engine_pool():
+    """This worker's warm models (generation.engine.pool): loaded on demand, as many as memory and
+    STUDIO_WORKER_MAX_WARM_MODELS allow, least recently used out."""
+    from generation.engine.pool import EnginePool  # torch loads with the engine, in the worker only
+
+    return EnginePool(_load_engine, max_warm=settings.STUDIO_WORKER_MAX_WARM_MODELS)
+
+
+def _load_engine(path: str):
+    from generation.engine import Engine
 
     started = time.monotonic()
-    loaded = Engine(model_path(), taesd_path=settings.STUDIO_TAESD_PATH or None,
-                    threads=settings.STUDIO_TORCH_THREADS)
-    logger.info("Loaded model %s (%s) in %.1fs, %d torch thread(s)", loaded.info.name, loaded.info.hash,
-                time.monotonic() - started, loaded.threads)
+    loaded = Engine(path, taesd_path=settings.STUDIO_TAESD_PATH or None, threads=settings.STUDIO_TORCH_THREADS)
+    logger.info("Loaded model %s (%s) from %s in %.1fs, %d torch thread(s)", loaded.info.name, loaded.info.hash,
+                path, time.monotonic() - started, loaded.threads)
     return loaded
+
+
+def engine(path: str | None = None):
+    """The warm engine of a model path (the studio's own model without one)."""
+    return engine_pool().get(str(path or model_path()))
+
+
+def model_path_of(job: Job) -> str:
+    """Where the job's model is: its registered model's path (the studio's own for older jobs)."""
+    return job.model.path if job.model_id else str(model_path())
+
+
+def _preload() -> None:
+    """Load the model this worker most likely needs before claiming, so loading it does not eat
+    into a job's lease: the default model if it serves it."""
+    default = selectors.default_model()
+    allowed = worker_models()
+    if default is not None and allowed and default.name not in allowed:
+        default = selectors.models_offered().filter(name__in=allowed).first()
+    try:
+        engine(default.path if default is not None else None)
+    except Exception:  # noqa: BLE001 - a job of that model will fail with the reason and mark it broken
+        logger.exception("Could not preload the model %s", default.name if default else model_path())
 
 
 def process_available_jobs(kinds: tuple[str, ...] | None = None) -> int:
     """Run queued jobs of this worker's kinds until there are none. Safe to call any number of times."""
     kinds = tuple(kinds or worker_kinds())
-    if JobKind.GENERATE in kinds:
-        engine()  # load before claiming, so model loading never eats into a job's lease
+    if JobKind.GENERATE in kinds and not engine_pool().paths():
+        _preload()
     done = 0
-    while lease := services.job_claim_next(worker_id=worker_id(), kinds=kinds):
+    while lease := services.job_claim_next(worker_id=worker_id(), kinds=kinds, models=worker_models()):
         if Job.objects.filter(pk=lease.job_id).values_list("kind", flat=True).get() == JobKind.TRAIN:
             run_training(lease, run_generation_in_pauses=JobKind.GENERATE in kinds)
         else:
@@ -166,10 +202,23 @@ def run_job(lease: services.Lease, keep_alive=None) -> None:
         if reporter.cancel:
             result = None
         else:
-            result = engine().generate(
+            path = model_path_of(job)
+            if engine_pool().is_warm(path):
+                pipeline = engine(path)
+            else:
+                with _lease_renewed(reporter):  # loading a model may outlast the lease
+                    pipeline = engine(path)
+            result = pipeline.generate(
                 request_for(job), on_step=reporter.on_step, should_cancel=reporter.should_cancel,
                 previews=True, preview_interval_s=settings.STUDIO_PREVIEW_INTERVAL_SECONDS,
             )
+    except ModelLoadFailed as error:  # fail it and the model's queued jobs; keep serving other models
+        reason = f"The model {job.model_name} could not be loaded: {error}"[:1000]
+        logger.error("Job %s: %s", job.pk, reason)
+        _finish_quietly(services.job_fail, lease=lease, reason=reason)
+        if job.model_id:
+            services.model_mark_broken(model_id=job.model_id, reason=reason)
+        return
     except Exception as error:  # the engine failed on this job: fail it with the reason, keep the worker
         logger.exception("Job %s failed", job.pk)
         _finish_quietly(services.job_fail, lease=lease, reason=f"{type(error).__name__}: {error}"[:1000])
@@ -187,6 +236,29 @@ def run_job(lease: services.Lease, keep_alive=None) -> None:
         for image in stored:
             default_storage.delete(image.file_name)
             default_storage.delete(image.thumbnail_name)
+
+
+@contextmanager
+def _lease_renewed(reporter: StepReporter):
+    """While the block runs (loading a model), a side thread renews the job's lease every heartbeat."""
+    stop = threading.Event()
+
+    def renew():
+        try:
+            while not stop.wait(HEARTBEAT_SECONDS * 4):
+                reporter.heartbeat(0)
+        except Exception:  # noqa: BLE001 - a failed renewal is the sweeper's to notice, not a crash
+            logger.exception("The lease keeper of job %s stopped", reporter.lease.job_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    keeper = threading.Thread(target=renew, name=f"lease-keeper-{reporter.lease.job_id}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
 
 
 def request_for(job: Job):

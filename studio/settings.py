@@ -202,6 +202,10 @@ STUDIO_TRAINING_PAUSE_SECONDS = float(os.environ.get("STUDIO_TRAINING_PAUSE_SECO
 STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = float(os.environ.get("STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS", "24"))
 # The worker's torch CPU threads. 1 by default: in the embedded run it shares the CPU with daphne and
 # Redis, and more threads than free cores spin (docs/benchmarks.md). 0 or empty: torch's default.
+# Several models (docs/models.md): the models a worker runs (SDModel names, comma-separated; empty:
+# all) and how many it keeps loaded at most (fewer when memory is short: least recently used out).
+STUDIO_WORKER_MODELS = [name.strip() for name in os.environ.get("STUDIO_WORKER_MODELS", "").split(",") if name.strip()]
+STUDIO_WORKER_MAX_WARM_MODELS = int(os.environ.get("STUDIO_WORKER_MAX_WARM_MODELS", "2"))
 STUDIO_TORCH_THREADS = int(os.environ.get("STUDIO_TORCH_THREADS", "1") or 0)
 STUDIO_MAX_ACTIVE_JOBS_PER_USER = int(os.environ.get("STUDIO_MAX_ACTIVE_JOBS_PER_USER", "8"))
 # How long A1111's synchronous txt2img/img2img wait for their job before cancelling it (504).

@@ -4,10 +4,10 @@
     credits_grant_signup / credits_adjust / credits_refund / credits_purchase
     payment_checkout_start / payment_test_purchase / stripe_webhook_receive
     credits_transfer_to_team / member_cap_set / member_cap_clear   team wallets (billing.services.teams)
-    job_price, training_price (billing.pricing, re-exported)
+    job_price, training_price, model_price_set (billing.pricing, re-exported)
 """
 
-from billing.pricing import job_price, training_price
+from billing.pricing import job_price, model_price_set, training_price
 from billing.services.credits import credits_capture, credits_refund, credits_release, credits_reserve
 from billing.services.grants import credits_adjust, credits_grant_signup, credits_purchase
 from billing.services.ledger import (
@@ -38,6 +38,7 @@ from billing.services.teams import (
 from billing.subjects import InvalidSubject
 
 __all__ = [
+    "model_price_set",
     "AlreadyRecorded",
     "ApiKeyCapReached",
     "InsufficientCredits",

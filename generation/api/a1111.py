@@ -13,7 +13,7 @@ from ninja import Field, Query, Router, Schema
 
 from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from billing.models import EntryKind, LedgerEntry
-from generation.api.a1111_generate import decode_picture, refused
+from generation.api.a1111_generate import checkpoint_title, decode_picture, refused
 from generation.api.a1111_generate import router as generate_router
 from generation.api.common import require_any_scope
 from generation.api.live import live_progress
@@ -22,8 +22,9 @@ from generation.engine.contracts import SAMPLERS
 from generation.engine.infotext import parse_infotext
 from generation.models import Job, JobKind, JobState
 from generation.png_info import MAX_INFOTEXT, MAX_PARAMETER_LINE
-from generation.selectors import model_info
+from generation.selectors import default_model, models_offered
 from generation.services import jobs as job_services
+from generation.services.sd_models import builtin_model
 from generation.services.uploads import UploadRefused, upload_read_png_text
 
 router = Router(tags=["AUTOMATIC1111"])
@@ -46,16 +47,11 @@ class SdSamplerOut(Schema):
     options: dict[str, str]
 
 
-def _title() -> str:
-    info = model_info()
-    return f"{info.name} [{info.hash}]"
-
-
 @router.get("/sd-models", response={200: list[SdModelOut], **problems()}, summary="A1111: the checkpoints")
 def sd_models(request):
-    info = model_info()
-    return [SdModelOut(title=_title(), model_name=info.name, hash=info.hash, sha256=None, filename=info.name,
-                       config=None)]
+    offered = list(models_offered()) or [builtin_model()]
+    return [SdModelOut(title=checkpoint_title(model), model_name=model.name, hash=model.hash, sha256=None,
+                       filename=model.path.rsplit("/", 1)[-1], config=None) for model in offered]
 
 
 @router.get("/samplers", response={200: list[SdSamplerOut], **problems()}, summary="A1111: the samplers")
@@ -71,7 +67,8 @@ class OptionsOut(Schema):
 
 @router.get("/options", response={200: OptionsOut, **problems()}, summary="A1111: the server's options (read only)")
 def options(request):
-    return OptionsOut(sd_model_checkpoint=_title(), sd_checkpoint_hash=model_info().hash)
+    model = default_model() or builtin_model()
+    return OptionsOut(sd_model_checkpoint=checkpoint_title(model), sd_checkpoint_hash=model.hash)
 
 
 @router.post("/options", response={200: OptionsOut, **problems(403)},

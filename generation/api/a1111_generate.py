@@ -44,8 +44,8 @@ from generation.api.submit import (
 from generation.canvas_forms import CanvasForm
 from generation.engine.contracts import SAMPLERS
 from generation.forms import CreateForm
-from generation.models import Job, JobMode, JobState
-from generation.selectors import model_info
+from generation.models import Job, JobMode, JobState, SDModel
+from generation.selectors import default_model, model_info, models_offered
 from generation.services import jobs as job_services
 
 log = logging.getLogger(__name__)
@@ -153,21 +153,40 @@ def check_supported(body: Txt2ImgIn) -> None:
         if value:
             raise refused(field, why)
     checkpoint = body.override_settings.get("sd_model_checkpoint")
-    if checkpoint:
-        info = model_info()
-        if str(checkpoint).strip() not in (info.name, info.hash, f"{info.name} [{info.hash}]"):
-            raise refused("override_settings", f"this studio serves one checkpoint, {info.name} [{info.hash}]; "
-                                               f"it cannot switch to {checkpoint!r} per request.")
+    if checkpoint and checkpoint_named(checkpoint) is None:
+        raise refused("override_settings", f"no checkpoint {checkpoint!r} is offered here (GET "
+                                           f"/sdapi/v1/sd-models lists them).")
     if body.batch_size * body.n_iter > 4:
         raise refused("batch_size", f"batch_size × n_iter is at most 4 images per request, not "
                                     f"{body.batch_size * body.n_iter}.")
 
 
+def checkpoint_title(model: SDModel) -> str:
+    """A1111's title of a checkpoint: "name [hash]"."""
+    return f"{model.name} [{model.hash}]"
+
+
+def checkpoint_named(checkpoint: str) -> SDModel | None:
+    """The offered model an A1111 `sd_model_checkpoint` names: by title, name or hash."""
+    wanted = str(checkpoint).strip()
+    for model in models_offered():
+        if wanted in (checkpoint_title(model), model.name, model.hash, model.model_info().name):
+            return model
+    return None
+
+
+def requested_model(body: Txt2ImgIn):
+    """override_settings.sd_model_checkpoint's model (check_supported refused an unknown one), else the default."""
+    checkpoint = body.override_settings.get("sd_model_checkpoint")
+    return (checkpoint_named(checkpoint) if checkpoint else None) or default_model()
+
+
 def form_data(body: Txt2ImgIn, *, team) -> dict:
     """The web form's fields for an A1111 request (a team key saves into its team, on its wallet)."""
-    info = model_info()
+    model = requested_model(body)
+    info = model_info(model)
     data = {
-        "prompt": body.prompt, "negative_prompt": body.negative_prompt, "aspect": "1:1",
+        "model": model.name if model is not None else "", "prompt": body.prompt, "negative_prompt": body.negative_prompt, "aspect": "1:1",
         "width": body.width, "height": body.height,
         "steps": body.steps if body.steps is not None else info.default_steps,
         "guidance_scale": body.cfg_scale if body.cfg_scale is not None else info.default_guidance_scale,
@@ -230,16 +249,16 @@ def bound_form(body: Txt2ImgIn, *, actor) -> CreateForm:
     team = actor.team
     teams = [team] if team is not None else []
     data = form_data(body, team=team)
-    info = model_info()
+    info, offered = model_info(), models_offered()
     if not isinstance(body, Img2ImgIn):
-        return CreateForm(data, model_info=info, teams=teams, user=actor.user)
+        return CreateForm(data, model_info=info, teams=teams, user=actor.user, models=offered)
     uploads = canvas_uploads(body)
     data.update(mode=JobMode.INPAINT if "mask" in uploads else JobMode.IMG2IMG, source_image="",
                 strength=body.denoising_strength, mask_blur=body.mask_blur,
                 masked_content=INPAINTING_FILL[body.inpainting_fill], only_masked=body.inpaint_full_res,
                 only_masked_padding=body.inpaint_full_res_padding,
                 outpaint_left=0, outpaint_top=0, outpaint_right=0, outpaint_bottom=0)
-    return CanvasForm(data, uploads, model_info=info, teams=teams, user=actor.user)
+    return CanvasForm(data, uploads, model_info=info, teams=teams, user=actor.user, models=offered)
 
 
 # --- Submitting (sync: the database) --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from generation.canvas_forms import CanvasForm
 from generation.engine.contracts import MASKED_CONTENT, SAMPLERS
 from generation.forms import ASPECT_RATIOS, CreateForm
 from generation.models import JobMode
-from generation.selectors import model_info, teams_user_can_save_into
+from generation.selectors import default_model, model_info, models_offered, teams_user_can_save_into
 
 Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 Aspect = Literal[tuple(ASPECT_RATIOS)]  # type: ignore[valid-type]
@@ -44,6 +44,9 @@ class GenerationIn(Schema):
 
     prompt: str = Field(..., max_length=1000)
     negative_prompt: str = Field("", max_length=1000)
+    model: str | None = Field(None, max_length=100, description="A model's name (GET /models); default: the "
+                                                                 "studio's default model. Its defaults fill in "
+                                                                 "steps, guidance and sampler.")
     mode: Mode | None = Field(None, description="Default: txt2img; img2img when a source is given, inpaint when a "
                                                 "mask is too.")
     aspect: Aspect = Field("1:1", description="The size at the model's native resolution, unless width and height "
@@ -182,15 +185,21 @@ def _mode(body: GenerationIn, files: dict) -> str:
     return JobMode.INPAINT if "mask" in files else JobMode.IMG2IMG
 
 
+def _chosen_model(body: GenerationIn):
+    """The model asked for, if offered (an unknown one is the form's error to give), else the default."""
+    offered = models_offered().filter(name=body.model).first() if body.model else None
+    return offered or default_model()
+
+
 def _form_data(body: GenerationIn, *, team, mode: str) -> dict:
-    info = model_info()
+    info = model_info(_chosen_model(body))
     prompt = body.prompt
     rows = [lora for lora in body.loras if lora.id is not None]
     for lora in body.loras:
         if lora.id is None and lora.name:
             prompt = f"{prompt} <lora:{lora.name}:{lora.weight:g}>"
     data = {
-        "prompt": prompt, "negative_prompt": body.negative_prompt, "aspect": body.aspect,
+        "model": body.model, "prompt": prompt, "negative_prompt": body.negative_prompt, "aspect": body.aspect,
         "width": body.width, "height": body.height,
         "steps": body.steps if body.steps is not None else info.default_steps,
         "guidance_scale": body.guidance_scale if body.guidance_scale is not None else info.default_guidance_scale,
@@ -220,8 +229,8 @@ def bound_form(parsed: ParsedRequest, *, actor) -> CreateForm:
         if body.team and team is None:
             raise ApiProblem("forbidden", "You cannot create images in that team (only its members can).")
     data = _form_data(body, team=team, mode=mode)
-    info = model_info()
+    info, offered = model_info(), models_offered()
     if mode == JobMode.TXT2IMG:
-        return CreateForm(data, model_info=info, teams=teams, user=actor.user)
+        return CreateForm(data, model_info=info, teams=teams, user=actor.user, models=offered)
     uploads = {name: SimpleUploadedFile(f"{name}.png", content) for name, content in files.items()}
-    return CanvasForm(data, uploads, model_info=info, teams=teams, user=actor.user)
+    return CanvasForm(data, uploads, model_info=info, teams=teams, user=actor.user, models=offered)

@@ -34,6 +34,7 @@ from billing.services import ApiKeyCapReached, InsufficientCredits
 from generation.models import ApiIdempotencyKey, Job, LoRA
 from generation.services import jobs as job_services
 from generation.services.files import files_delete_now
+from generation.services.sd_models import ModelNotUsable
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -167,11 +168,13 @@ def submit_problem(error: Exception) -> ApiProblem:
         return ApiProblem("too-many-active-jobs", str(error))
     if isinstance(error, (job_services.TeamNotAllowed, job_services.LoraNotAllowed)):
         return ApiProblem("forbidden", str(error))
+    if isinstance(error, ModelNotUsable):
+        return ApiProblem("model-unavailable", str(error))
     raise TypeError(f"not a submit refusal: {error!r}") from error
 
 
 SUBMIT_REFUSALS = (InsufficientCredits, job_services.TooManyActiveJobs, job_services.TeamNotAllowed,
-                   job_services.LoraNotAllowed)
+                   job_services.LoraNotAllowed, ModelNotUsable)
 
 
 def job_from_form(form, *, actor: KeyActor, key: ApiKey, field_names: dict[str, str] | None = None) -> Job:
@@ -180,8 +183,8 @@ def job_from_form(form, *, actor: KeyActor, key: ApiKey, field_names: dict[str, 
     if not form.is_valid():
         raise form_problem(form, field_names=field_names)
     try:
-        return job_services.job_submit(user=actor.user, **form.request_fields(), **form.destination(),
-                                       loras=form.loras, canvas=getattr(form, "canvas", None), api_key=key)
+        return job_services.job_submit(user=actor.user, **form.submit_fields(), canvas=getattr(form, "canvas", None),
+                                       api_key=key)
     except SUBMIT_REFUSALS as error:
         raise submit_problem(error) from error
 

@@ -139,6 +139,13 @@ class Engine:
         else:
             self.preview_method = "none"
 
+    def release(self) -> None:
+        """Drop the model's weights (an EnginePool evicting it); the engine is unusable afterwards."""
+        with self._lock:
+            self.pipe = self._img2img = self._inpaint = self._previewer = self.loras = None
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+
     def generate(
         self,
         request: GenerationRequest,

@@ -14,6 +14,7 @@ and comes back can never finish a job a second time.
     sharing.py  public links: make, revoke (generation.permissions decides who)
     moderation.py  reports of links and the staff actions on them, each one audit row
     wakeup.py   the "there is work" message, sent by task name (services never import tasks)
+    sd_models.py  the model registry: register, change, mark broken, repair; the studio's own model
 
 Callers use the package: `from generation import services; services.job_submit(...)`.
 """
@@ -169,4 +170,20 @@ __all__ += [
     "TrainingImageInput", "TrainingRefused", "training_cancel", "training_checkpoint_saved", "training_cost",
     "training_fail", "training_mark_cancelled", "training_record_losses", "training_resume_point",
     "training_samples_saved", "training_spec", "training_submit", "training_succeed",
+]
+
+# The model registry (docs/models.md, "Several models").
+from generation.services.sd_models import (  # noqa: E402
+    ModelNotUsable,
+    builtin_model,
+    model_make_default,
+    model_mark_broken,
+    model_register,
+    model_repair,
+    model_update,
+)
+
+__all__ += [
+    "ModelNotUsable", "builtin_model", "model_make_default", "model_mark_broken", "model_register", "model_repair",
+    "model_update",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -19,9 +20,9 @@ from billing import services as billing
 from generation import events
 from generation import permissions
 from generation.engine.contracts import MAX_LORAS, MAX_LORA_WEIGHT, MIN_LORA_WEIGHT
-from generation.models import Image, Job, JobKind, JobNotDeletable, JobState, LoRA, Training
-from generation.selectors import model_info
-from generation.services import wakeup
+from generation.models import Image, Job, JobKind, JobNotDeletable, JobState, LoRA, SDModel, Training
+from generation.selectors import default_model, model_info
+from generation.services import sd_models, wakeup
 from generation.services.files import files_delete_now, files_delete_on_commit
 
 
@@ -109,11 +110,12 @@ def _lock_loras_allowing_submit(user, loras) -> list[dict]:
     return snapshot
 
 
-def job_cost(*, width: int, height: int, steps: int, num_images: int) -> int:
-    """Credits for a Create request on the model that serves now (billing prices plain numbers)."""
-    return billing.job_price(
-        width=width, height=height, steps=steps, num_images=num_images, model_name=model_info().name
-    )
+def job_cost(*, width: int, height: int, steps: int, num_images: int, model: SDModel | None = None) -> int:
+    """Credits for a Create request on a model (the default one without; billing prices plain
+    numbers and the model's name, whose multiplier it keeps)."""
+    model = model or default_model()
+    return billing.job_price(width=width, height=height, steps=steps, num_images=num_images,
+                             model_name=model.name if model else model_info().name)
 
 
 def _lock_user_for_submit(user) -> None:
@@ -141,7 +143,7 @@ def _lock_membership_allowing_submit(user, team) -> None:
 def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
                guidance_scale: float, sampler: str, seed: int, num_images: int,
                team=None, bill_team: bool = False, canvas: CanvasInput | None = None,
-               loras=(), api_key=None) -> Job:
+               loras=(), api_key=None, model: SDModel | None = None) -> Job:
     """Create a QUEUED job and reserve its credits in one transaction; wake a worker on commit.
 
     With `team` its images go to that team's gallery; with `bill_team` too, the team's wallet
@@ -150,9 +152,10 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
     LoraChoice(lora, weight) items, checked under the transaction with can_use_lora and snapshotted
     in Job.loras (the prompt should carry their <lora:name:w> tags: forms.CreateForm writes them);
     they do not change the price. `api_key`: the accounts.ApiKey it came through (the hold records
-    it and the key's monthly cap applies: billing.ApiKeyCapReached).
+    it and the key's monthly cap applies: billing.ApiKeyCapReached). `model`: a registered SDModel
+    (the default one without); it must be offered (enabled, not broken), else ModelNotUsable.
     Raises billing.InsufficientCredits (or its MemberCapReached), TooManyActiveJobs,
-    TeamNotAllowed or LoraNotAllowed, in which case nothing is written.
+    TeamNotAllowed, LoraNotAllowed or ModelNotUsable, in which case nothing is written.
     """
     if bill_team and team is None:
         raise ValueError("bill_team needs a team")
@@ -165,14 +168,14 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
             f"You already have {active} jobs waiting or running; wait for one to finish or cancel one."
         )
     lora_snapshot = _lock_loras_allowing_submit(user, loras)
-    info = model_info()
-    cost = job_cost(width=width, height=height, steps=steps, num_images=num_images)
+    model = sd_models.model_for_submit(model)
+    cost = job_cost(width=width, height=height, steps=steps, num_images=num_images, model=model)
     files = _store_canvas_files(user, canvas) if canvas is not None else {}
     try:
         job = Job.objects.create(
             user=user, prompt=prompt, negative_prompt=negative_prompt, width=width, height=height, steps=steps,
             guidance_scale=guidance_scale, sampler=sampler, seed=seed, num_images=num_images,
-            model_name=info.name, model_hash=info.hash, cost=cost, team=team, billed_to_team=bill_team,
+            model=model, model_name=model.name, model_hash=model.hash, cost=cost, team=team, billed_to_team=bill_team,
             loras=lora_snapshot, **(canvas.job_fields() if canvas is not None else {}), **files,
         )
         billing.credits_reserve(user=user, subject=job.billing_subject, amount=cost,
@@ -181,7 +184,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
         files_delete_now(list(files.values()))  # no job will name them
         raise
     events.job_state_changed(job)
-    transaction.on_commit(wakeup.wake_workers_in_background)
+    transaction.on_commit(functools.partial(wakeup.wake_workers_in_background, queue=model.queue))
     return job
 
 

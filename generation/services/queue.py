@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -42,7 +42,7 @@ def lease_expiry():
     return timezone.now() + timedelta(seconds=settings.STUDIO_JOB_LEASE_SECONDS)
 
 
-def _next_candidate(kinds) -> Job | None:
+def _next_candidate(kinds, models=()) -> Job | None:
     """Fair share: the user with the fewest running jobs, then the one served longest ago (over
     every kind: a user's running training counts against their next generation, and back)."""
     running = (
@@ -53,8 +53,11 @@ def _next_candidate(kinds) -> Job | None:
         Job.objects.filter(user=OuterRef("user"), started_at__isnull=False)
         .order_by("-started_at").values("started_at")[:1]
     )
+    queued = Job.objects.filter(state=JobState.QUEUED, kind__in=kinds)
+    if models:  # a worker limited to some models: their generation jobs only (trainings as before)
+        queued = queued.filter(Q(kind=JobKind.TRAIN) | Q(model__name__in=models))
     return (
-        Job.objects.filter(state=JobState.QUEUED, kind__in=kinds)
+        queued
         .annotate(user_running=Coalesce(Subquery(running), 0), user_last_started=Subquery(last_started))
         .order_by("user_running", F("user_last_started").asc(nulls_first=True), "created_at")
         .only("pk")
@@ -62,15 +65,17 @@ def _next_candidate(kinds) -> Job | None:
     )
 
 
-def job_claim_next(*, worker_id: str, kinds=(JobKind.GENERATE,)) -> Lease | None:
+def job_claim_next(*, worker_id: str, kinds=(JobKind.GENERATE,), models=()) -> Lease | None:
     """Take the next queued job of one of `kinds` for this worker, or None when there is none.
-    A worker asks for the kinds it runs (generation.worker derives them from its Celery queues).
+    A worker asks for the kinds it runs (generation.worker derives them from its Celery queues)
+    and, when limited to some models (STUDIO_WORKER_MODELS), for their names: it never claims a
+    generation job of another model.
 
     The claim is a conditional UPDATE (state must still be QUEUED), so two workers racing for the
     same job cannot both win, on SQLite or PostgreSQL, without row locks.
     """
     for _ in range(10):
-        candidate = _next_candidate(list(kinds))
+        candidate = _next_candidate(list(kinds), list(models))
         if candidate is None:
             return None
         with transaction.atomic():

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from billing import services as billing
 from generation import events
-from generation.models import Job, JobKind, JobState
+from generation.models import Job, JobKind, JobState, model_queue
 from generation.services import training, wakeup
 from generation.services.files import files_delete_now
 from generation.services.queue import finish
@@ -35,8 +35,19 @@ def jobs_sweep_expired() -> dict[str, int]:
         if outcome == "requeued":
             requeued_kinds.add(kind)
     if requeued_kinds:
-        wakeup.wake_workers(kinds=sorted(requeued_kinds))
+        _wake(sorted(requeued_kinds))
     return counts
+
+
+def _wake(kinds) -> None:
+    """Wake the workers of these kinds; for generation, those of every model with queued jobs
+    (a worker limited to some models consumes only their queues, SDModel.queue)."""
+    if JobKind.GENERATE in kinds:
+        queues = set(Job.objects.filter(state=JobState.QUEUED, kind=JobKind.GENERATE, model__isnull=False)
+                     .values_list("model__name", flat=True))
+        for name in sorted(queues):
+            wakeup.wake_workers(queue=model_queue(name))
+    wakeup.wake_workers(kinds=kinds)
 
 
 def jobs_wake_if_stranded() -> bool:
@@ -52,7 +63,7 @@ def jobs_wake_if_stranded() -> bool:
     ]
     if stranded:
         logger.warning("Jobs (%s) are queued but none of them is running: waking a worker", ", ".join(stranded))
-        wakeup.wake_workers(kinds=stranded)
+        _wake(stranded)
     return bool(stranded)
 
 

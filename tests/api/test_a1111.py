@@ -199,7 +199,7 @@ async def test_the_wait_ends_on_the_database_re_read_when_no_event_comes():
 @pytest.mark.parametrize("changes, field, words", [
     ({"sampler_name": "LMS"}, "sampler_name", "not a sampler here"),
     ({"batch_size": 3, "n_iter": 2}, "batch_size", "at most 4"),
-    ({"override_settings": {"sd_model_checkpoint": "sdxl-base [abc]"}}, "override_settings", "one checkpoint"),
+    ({"override_settings": {"sd_model_checkpoint": "sdxl-base [abc]"}}, "override_settings", "is offered here"),
     ({"enable_hr": True}, "enable_hr", "hires fix"),
     ({"steps": 0}, "steps", "greater than or equal"),
     ({"width": 64, "height": None}, "body", "both width and height"),

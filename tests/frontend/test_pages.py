@@ -91,7 +91,7 @@ def test_a_finished_job_carries_its_card_for_the_recent_grid(client_with_credits
 def test_the_live_quote_sends_only_what_the_price_depends_on(client_with_credits):
     html = client_with_credits.get(reverse("generation:create")).content.decode()
     slot = re.search(r'<div id="cost-quote-slot"[^>]*>', html).group(0)
-    assert 'hx-params="aspect,width,height,steps,num_images,save_to,bill_team"' in slot  # price and payer
+    assert 'hx-params="model,aspect,width,height,steps,num_images,save_to,bill_team"' in slot  # price and payer
     include = re.search(r'hx-include="([^"]*)"', slot).group(1)
     assert "prompt" not in include and include != "#create-form"
 

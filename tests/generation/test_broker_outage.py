@@ -85,7 +85,7 @@ def test_a_submit_does_not_wait_for_a_hanging_wake_up(monkeypatch):
 
     woken = threading.Event()
 
-    def hanging_broker():  # what a publish to a hung broker does until its timeouts
+    def hanging_broker(**kwargs):  # what a publish to a hung broker does until its timeouts
         time.sleep(3)
         woken.set()
 

@@ -16,13 +16,14 @@ from PIL import Image as PILImage
 from billing.selectors import wallet_balance
 from billing.services import InsufficientCredits
 from generation import services
+from generation.engine.model_info import read_model_info
 from generation.models import Image, Job, JobMode
-from generation.selectors import model_info
+from generation.selectors import model_path
 from generation.worker import request_for
 from tests.factories import job_params, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-MAX = model_info().max_width  # the test model's (tests/settings.py builds it)
+MAX = read_model_info(model_path()).max_width  # the test model's (tests/settings.py builds it)
 
 
 def png(image: PILImage.Image) -> bytes:
@@ -164,12 +165,12 @@ def test_only_masked_generates_at_the_models_native_size(client_with_credits):
     client_with_credits.post(reverse("generation:canvas"), canvas_post(
         only_masked="on", source=upload("big.png", png(big)), mask=upload("m.png", png(mask_of((512, 384))))))
     job = Job.objects.get()
-    info = model_info()
+    info = read_model_info(model_path())
     assert (job.width, job.height, job.only_masked) == (info.native_width, info.native_height, True)
 
 
 def test_image_to_image_scales_a_large_source_down_to_the_models_maximum(client_with_credits):
-    info = model_info()
+    info = read_model_info(model_path())
     wide = picture((info.max_width * 2, info.max_width))
     client_with_credits.post(reverse("generation:canvas"), canvas_post(
         mode="img2img", mask=None, source=upload("big.jpg", _jpeg(wide), "image/jpeg")))

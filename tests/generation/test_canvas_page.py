@@ -107,8 +107,9 @@ def test_the_page_renders_every_field_of_the_canvas_form(client):
     fields = form_fields(html)
     form = response.context["form"]
     # Every field of the form is in the page (width/height are priced by the quote, never posted;
-    # the destination is for team members: test_a_team_member_chooses_where_it_goes_and_who_pays).
-    assert set(form.fields) - {"width", "height", "save_to", "bill_team"} <= fields.names
+    # the destination is for team members: test_a_team_member_chooses_where_it_goes_and_who_pays;
+    # the model is Create's to pick, posted here as a hidden field once one is registered).
+    assert set(form.fields) - {"width", "height", "save_to", "bill_team", "model"} <= fields.names
     assert set(fields.files) == {"source", "mask"}
     assert re.search(r'<input type="file" name="mask"[^>]*hidden', html)
     assert re.findall(r'name="mode" value="(\w+)"', html) == ["img2img", "inpaint", "outpaint"]
@@ -119,7 +120,7 @@ def test_the_page_renders_every_field_of_the_canvas_form(client):
     # The editor: its module, its root and the quote priced by the size generated.
     assert re.search(r'<script type="module" src="[^"]*js/canvas/page\.js"></script>', html)
     assert "data-mask-editor" in html and 'data-source-url=""' in html
-    assert 'hx-params="width,height,steps,num_images"' in html
+    assert 'hx-params="model,width,height,steps,num_images"' in html
     assert fields.values.get("width") is None  # the quote's size inputs belong to the quote form
     assert "data-refused" not in html
 

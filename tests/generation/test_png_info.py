@@ -14,13 +14,14 @@ from django.urls import reverse
 from generation import selectors
 from generation.engine.contracts import MAX_SEED
 from generation.engine.infotext import format_infotext
+from generation.engine.model_info import read_model_info
 from generation.png_info import A1111, COMFYUI, png_info_from_text
 from tests.generation import upload_corpus as corpus
 
 
 @pytest.fixture(scope="module")
 def info():
-    return selectors.model_info()
+    return read_model_info(selectors.model_path())  # the test model's (no database at module scope)
 
 
 def unused_labels(result) -> dict[str, str]:

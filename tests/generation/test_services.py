@@ -215,10 +215,11 @@ def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatc
     from generation.services import wakeup
 
     wakes = []
-    monkeypatch.setattr(current_app, "send_task", lambda name, *a, **kw: wakes.append(name))
+    monkeypatch.setattr(current_app, "send_task", lambda name, *a, **kw: wakes.append((name, kw.get("queue"))))
     monkeypatch.setattr(wakeup, "wake_workers_in_background", wakeup.wake_workers)  # no thread racing clear()
     user = make_user(credits=50)
-    submit_job(user)
+    job = submit_job(user)
+    assert wakes == [("generation.tasks.process_queue", job.model.queue)]  # only its model's workers
     submit_job(user)
     wakes.clear()  # the submits' own wake-ups
     assert services.jobs_wake_if_stranded() is False  # just queued: its message is on its way
@@ -228,7 +229,8 @@ def test_a_stranded_queue_wakes_a_worker_but_a_busy_one_is_left_alone(monkeypatc
     assert wakes == []
     Job.objects.filter(state=JobState.RUNNING).update(state=JobState.SUCCEEDED)
     assert services.jobs_wake_if_stranded() is True
-    assert wakes == ["generation.tasks.process_queue"]
+    # the queue of each model with queued jobs, and the generic one (jobs from before the registry)
+    assert wakes == [("generation.tasks.process_queue", job.model.queue), ("generation.tasks.process_queue", None)]
 
 
 def test_job_params_roundtrip_to_engine_request():

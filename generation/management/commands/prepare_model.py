@@ -6,8 +6,7 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import selectors
-from generation.engine.contracts import ModelError
+from generation import selectors, services
 
 
 class Command(BaseCommand):
@@ -25,10 +24,11 @@ class Command(BaseCommand):
             # A subprocess: torch is only ever imported by the engine, never by the web side.
             subprocess.run([sys.executable, "-m", "generation.engine.demo_model", "build", str(path)], check=True)
         try:
-            info = selectors.model_info()
-        except ModelError as error:  # e.g. a pickle .ckpt or a truncated file: docs/models.md
+            model = services.builtin_model()  # registered (the default when no other is) on first run
+        except services.ModelNotUsable as error:  # e.g. a pickle .ckpt or a truncated file: docs/models.md
             raise CommandError(f"STUDIO_MODEL_PATH={path}: {error}") from error
+        info = model.model_info()
         self.stdout.write(
-            f"Model {info.name} ({info.hash}) at {path}: native {info.native_width}x{info.native_height}, "
-            f"max {info.max_width}x{info.max_height}"
+            f"Model {model.name} ({info.hash}) at {path}: native {info.native_width}x{info.native_height}, "
+            f"max {info.max_width}x{info.max_height}{' (the default)' if model.is_default else ''}"
         )
