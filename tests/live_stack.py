@@ -98,8 +98,8 @@ class LiveStack:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def _process(self, name: str, command: list[str]) -> StackProcess:
-        proc = StackProcess(name, command, self.env, self.log_dir / f"{name}.log").start()
+    def _process(self, name: str, command: list[str], env: dict | None = None) -> StackProcess:
+        proc = StackProcess(name, command, {**self.env, **(env or {})}, self.log_dir / f"{name}.log").start()
         self.processes[name] = proc
         return proc
 
@@ -119,13 +119,14 @@ class LiveStack:
         wait_for(answering, 30, "daphne to listen")
         return proc
 
-    def start_worker(self, queues: str = "gpu,training,default") -> StackProcess:
+    def start_worker(self, queues: str = "gpu,training,default", env: dict | None = None) -> StackProcess:
+        """A Celery worker; `env`: this worker's own settings (e.g. STUDIO_WORKER_MODELS)."""
         self.worker_count += 1
         name = f"worker{self.worker_count}"
         proc = self._process(name, [
             sys.executable, "-m", "celery", "-A", "studio", "worker", "-Q", queues, "--pool=solo",
             "--concurrency=1", "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO",
-        ])
+        ], env)
 
         def ready():
             if not proc.alive():

@@ -147,6 +147,7 @@ def builtin_model() -> SDModel:
                                  "description": "The studio's own model (STUDIO_MODEL_PATH)."})
         if not SDModel.objects.filter(is_default=True).exists():
             model = model_make_default(model=model)
+        transaction.on_commit(wakeup.tell_workers_models_changed)  # running workers consume its queue
     return model
 
 
