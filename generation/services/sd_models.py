@@ -143,8 +143,7 @@ def builtin_model() -> SDModel:
         info = read_info(path)
         name = _free_name(slugify(info["name"]) or "model")
         model, _ = SDModel.objects.get_or_create(
-            path=path, defaults={"name": name, "title": info["name"], "info": info,
-                                 "description": "The studio's own model (STUDIO_MODEL_PATH)."})
+            path=path, defaults={"name": name, "title": info["name"], "info": info})
         if not SDModel.objects.filter(is_default=True).exists():
             model = model_make_default(model=model)
         transaction.on_commit(wakeup.tell_workers_models_changed)  # running workers consume its queue
