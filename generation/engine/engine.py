@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -16,6 +16,7 @@ from .contracts import (
     GeneratedImage,
     GenerationRequest,
     GenerationResult,
+    InvalidRequest,
     ModelError,
     ModelInfo,
     StepUpdate,
@@ -165,20 +166,72 @@ class Engine:
         request.loras are applied for this request alone (lora.LoraSet: a LoRA that cannot be
         loaded or does not fit the model raises InvalidRequest("lora", ...) before any step); the
         prompt's `<lora:...>` tags are not encoded (strip_lora_tags) but stay in the infotext.
+
+        The one-request case of generate_batch (the same denoising code).
         """
-        validate_request(request, self.info)
+        return self.generate_batch([request], on_step=[on_step], should_cancel=[should_cancel], previews=previews,
+                                   preview_interval_s=preview_interval_s)[0]
+
+    def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        on_step: Sequence[Callable[[StepUpdate], None] | None] | None = None,
+        should_cancel: Sequence[Callable[[], bool] | None] | None = None,
+        previews: bool = True,
+        preview_interval_s: float = 0.1,
+    ) -> list[GenerationResult]:
+        """Run compatible requests (batch_key: text to image, same size, steps, sampler, guidance and
+        LoRAs) together as one batch on the UNet; one GenerationResult per request, in order.
+
+        Each request keeps its own prompt, negative prompt, seeds (image i: seed + i, each image its
+        own generator, as generate() seeds them), previews and StepUpdates (on_step[k], its own
+        frames only) and cancel (should_cancel[k], polled after every step while it is live). A
+        request cancelled mid-batch is interrupted at once (its hooks are not called again) while
+        the others go on; its rows keep being computed to the end of the batch (diffusers'
+        multistep schedulers hold per-row state that cannot be cut cheaply) and are dropped. When
+        every request is cancelled the run stops. A request cancelled before the start is left
+        out of the batch. engine_seconds of each is its time in the engine, the batch's steps and
+        its own decoding. Raises InvalidRequest for an invalid request or requests that cannot
+        share a batch; an exception from a hook aborts the whole batch and propagates.
+        """
+        requests = list(requests)
+        count = len(requests)
+        if not count:
+            return []
+        on_step = _one_per_request(on_step, count, "on_step")
+        should_cancel = _one_per_request(should_cancel, count, "should_cancel")
+        for request in requests:
+            validate_request(request, self.info)
+        if count > 1 and len({batch_key(request) for request in requests}) > 1:
+            raise InvalidRequest("batch", "requests of one batch need the same mode (text to image), size, "
+                                          "steps, sampler, guidance scale and LoRAs")
         # Decodes and checks the source and mask before taking the lock (a bad file fails fast).
-        canvas = prepare_canvas(request, inpainting_model=self.inpainting_model)
+        canvas = prepare_canvas(requests[0], inpainting_model=self.inpainting_model)
+        if count > 1 and (requests[0].mode != "txt2img" or canvas is not None):
+            raise InvalidRequest("batch", "only text to image on a regular (4-channel) model runs in a batch")
         with self._lock:
             started = time.perf_counter()
-            if should_cancel is not None and should_cancel():
-                return GenerationResult(images=[], interrupted=True, engine_seconds=0.0)
-            self.loras.use(request.loras)
-            latents, interrupted = self._denoise(request, canvas, on_step, should_cancel, previews,
-                                                 preview_interval_s)
-            images = [] if interrupted else self._finish(request, canvas, latents)
-            return GenerationResult(images=images, interrupted=interrupted,
-                                    engine_seconds=time.perf_counter() - started)
+            results = [GenerationResult(images=[], interrupted=True, engine_seconds=0.0)] * count
+            batch = [k for k in range(count) if should_cancel[k] is None or not should_cancel[k]()]
+            if not batch:
+                return results
+            self.loras.use(requests[batch[0]].loras)
+            latents, cancelled_at = self._denoise(
+                [requests[k] for k in batch], canvas, [on_step[k] for k in batch], [should_cancel[k] for k in batch],
+                previews, preview_interval_s,
+            )
+            offset = 0
+            for k, stopped in zip(batch, cancelled_at):
+                rows = latents[offset : offset + requests[k].num_images]
+                offset += requests[k].num_images
+                if stopped is not None:
+                    results[k] = GenerationResult(images=[], interrupted=True, engine_seconds=stopped - started)
+                else:
+                    images = self._finish(requests[k], canvas, rows)
+                    results[k] = GenerationResult(images=images, interrupted=False,
+                                                  engine_seconds=time.perf_counter() - started)
+            return results
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -196,17 +249,39 @@ class Engine:
         return self._inpaint, {"image": canvas.init, "mask_image": canvas.work_mask, "strength": canvas.strength,
                                "width": request.width, "height": request.height}
 
-    def _denoise(self, request, canvas, on_step, should_cancel, previews, preview_interval_s):
-        pipe, mode_arguments = self._pipeline_for(request, canvas)
+    def _embeddings(self, pipe, requests: list[GenerationRequest], guided: bool):
+        """Each request's prompt and negative prompt encoded on its own (as a lone request is),
+        repeated for its images, concatenated in request order."""
+        positive, negative = [], []
+        for request in requests:
+            with torch.no_grad():
+                embeds, negative_embeds = pipe.encode_prompt(
+                    strip_lora_tags(request.prompt), self.device, request.num_images, guided,
+                    request.negative_prompt,
+                )
+            positive.append(embeds)
+            negative.append(negative_embeds)
+        return torch.cat(positive), (torch.cat(negative) if guided else None)
+
+    def _denoise(self, requests, canvas, on_step, should_cancel, previews, preview_interval_s):
+        """Denoise the requests (one batch) to latents (their rows in request order), and when each
+        was cancelled (time.perf_counter(); None: it ran to the end)."""
+        first = requests[0]
+        pipe, mode_arguments = self._pipeline_for(first, canvas)
         pipe.set_progress_bar_config(disable=True)
-        pipe.scheduler = make_scheduler(request.sampler, self._base_scheduler_config)
+        pipe.scheduler = make_scheduler(first.sampler, self._base_scheduler_config)
         tracker = DenoisedTracker(pipe.scheduler)
         previewer = self._previewer if previews else None
-        state = {"interrupted": False, "last_frame": None}
+        state = {"last_frame": None}
+        cancelled_at: list[float | None] = [None] * len(requests)
+        bounds, offset = [], 0
+        for request in requests:
+            bounds.append((offset, offset + request.num_images))
+            offset += request.num_images
 
         def on_step_end(pipeline, i, t, callback_kwargs):
             step, total = i + 1, pipeline.num_timesteps
-            frame = None
+            frames = None
             if previewer is not None:
                 now = time.monotonic()
                 last = state["last_frame"]
@@ -217,30 +292,37 @@ class Engine:
                     frames = previewer(source)
                     if canvas is not None:
                         frames = canvas.preview(frames)
-                    frame = encode_frame(grid(frames))
                     state["last_frame"] = now
-            if on_step is not None:
-                on_step(StepUpdate(step=step, total_steps=total, preview_png=frame,
-                                   preview_mime=PREVIEW_MIME if frame is not None else ""))
-            if should_cancel is not None and should_cancel():
-                state["interrupted"] = True
+            for k, (low, high) in enumerate(bounds):
+                if cancelled_at[k] is not None:
+                    continue
+                if on_step[k] is not None:
+                    frame = encode_frame(grid(frames[low:high])) if frames is not None else None
+                    on_step[k](StepUpdate(step=step, total_steps=total, preview_png=frame,
+                                          preview_mime=PREVIEW_MIME if frame is not None else ""))
+                if should_cancel[k] is not None and should_cancel[k]():
+                    cancelled_at[k] = time.perf_counter()
+            if all(stopped is not None for stopped in cancelled_at):
                 pipeline._interrupt = True  # diffusers skips the remaining steps
             return {}
 
-        generators = [torch.Generator("cpu").manual_seed(request.seed + i) for i in range(request.num_images)]
+        guided = first.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None  # as diffusers decides
+        prompt_embeds, negative_prompt_embeds = self._embeddings(pipe, requests, guided)
+        generators = [torch.Generator("cpu").manual_seed(request.seed + i)
+                      for request in requests for i in range(request.num_images)]
         out = pipe(
-            prompt=strip_lora_tags(request.prompt),
-            negative_prompt=request.negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
             **mode_arguments,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            num_images_per_prompt=request.num_images,
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance_scale,
+            num_images_per_prompt=1,
             generator=generators,
             output_type="latent",  # decoded below, and not at all when interrupted
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
         )
-        return out.images, state["interrupted"]
+        return out.images, cancelled_at
 
     def _finish(self, request: GenerationRequest, canvas: Canvas | None,
                 latents: torch.Tensor) -> list[GeneratedImage]:
@@ -288,3 +370,20 @@ def canvas_infotext(request: GenerationRequest) -> dict[str, object]:
             extra["Inpaint area"] = "Only masked"
             extra["Only masked padding, pixels"] = request.only_masked_padding
     return extra
+
+
+def batch_key(request: GenerationRequest) -> tuple:
+    """What requests of one batch share: mode, size, steps, sampler, guidance scale and LoRAs (the
+    same files at the same weights; the LoRAs are fused into the model for the whole batch)."""
+    loras = tuple(sorted((lora.sha256, float(lora.weight)) for lora in request.loras))
+    return (request.mode, request.width, request.height, request.steps, request.sampler,
+            float(request.guidance_scale), loras)
+
+
+def _one_per_request(hooks, count: int, name: str) -> list:
+    if hooks is None:
+        return [None] * count
+    hooks = list(hooks)
+    if len(hooks) != count:
+        raise ValueError(f"{name}: {len(hooks)} hooks for {count} requests")
+    return hooks
