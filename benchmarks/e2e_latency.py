@@ -1,6 +1,7 @@
 """End-to-end latency of one job on the real stack, against the engine alone.
 
     .venv/bin/python benchmarks/e2e_latency.py [--runs 3] [--sizes 256 512] [--steps 20]
+    .venv/bin/python benchmarks/e2e_latency.py --fixed-cost [--runs 15] [--sizes 128 256] [--steps 4]
 
 Starts a private Redis, migrates a fresh SQLite database in a temporary var dir, starts daphne
 and one Celery worker (solo pool), signs a user in over HTTP, then for each size:
@@ -10,6 +11,13 @@ and one Celery worker (solo pool), signs a user in over HTTP, then for each size
   (c) submit -> the first preview frame on the websocket.
 The engine-only numbers come from this process, with the same model and settings, while the
 stack is idle. Medians of --runs runs after one warm-up each.
+
+--fixed-cost measures what a job costs outside the engine (issue 13: under 50 ms): submit -> the
+client sees SUCCEEDED, minus the engine time the worker itself recorded for that job
+(Job.engine_seconds), split by the job's own timestamps into: the HTTP submit (POST to its
+response), waiting (commit -> claimed: the wake-up message and the claim), the worker's own work
+around the engine (claimed -> finished, minus the engine: heartbeat, reading the job, storing the
+PNG and thumbnail, the final transaction) and the SUCCEEDED event's way to the client.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--fixed-cost", action="store_true", help="the per-job cost outside the engine")
     args = parser.parse_args()
 
     var_dir = Path(tempfile.mkdtemp(prefix="studio-bench-"))
@@ -96,41 +105,58 @@ def main() -> None:
         from generation.engine import Engine
         from generation.engine.contracts import GenerationRequest
 
-        engine = Engine(os.environ["STUDIO_MODEL_PATH"])
-        for size in args.sizes:
-            rows.append(measure(size, args.steps, args.runs, web_user, stack, engine, GenerationRequest))
+        if args.fixed_cost:
+            rows = [measure_fixed_cost(size, args.steps, args.runs, web_user, stack) for size in args.sizes]
+        else:
+            engine = Engine(os.environ["STUDIO_MODEL_PATH"])
+            for size in args.sizes:
+                rows.append(measure(size, args.steps, args.runs, web_user, stack, engine, GenerationRequest))
     finally:
         stack.stop()
         if redis:
             redis.stop()
-    print_table(rows, args.steps)
+    (print_fixed_cost_table if args.fixed_cost else print_table)(rows, args.steps)
 
 
-def measure(size, steps, runs, web_user, stack, engine, GenerationRequest) -> dict:
+def create_form(size: int, steps: int) -> dict:
+    return {"prompt": "a small red star in the top left on a blue background", "negative_prompt": "",
+            "aspect": "1:1", "width": str(size), "height": str(size), "steps": str(steps),
+            "guidance_scale": "7", "sampler": "euler_a", "seed": "42", "num_images": "1"}
+
+
+def submit_and_follow(web_user, stack, form: dict) -> dict:
+    """POST the Create form, follow the job's websocket to SUCCEEDED: wall-clock times (time.time(),
+    to compare with the job's own timestamps) of the submit, its response, the first preview and
+    the final event, and the job's id."""
     from websockets.sync.client import connect
 
     from generation.models import Job
 
-    form = {"prompt": "a small red star in the top left on a blue background", "negative_prompt": "",
-            "aspect": "1:1", "width": str(size), "height": str(size), "steps": str(steps),
-            "guidance_scale": "7", "sampler": "euler_a", "seed": "42", "num_images": "1"}
+    submitted = time.time()
+    response = web_user.post_form("/create/", form, allow_redirects=False)
+    answered = time.time()
+    assert response.status_code == 302, response.text[:500]
+    job_id = response.headers["Location"].rstrip("/").split("/")[-1]
+    first_preview = None
+    with connect(f"{stack.ws_url}/ws/jobs/{job_id}/",
+                 additional_headers={"Cookie": web_user.cookie_header, "Origin": stack.base_url}) as socket:
+        while True:
+            message = socket.recv(timeout=120)
+            if first_preview is None and 'src="data:image/' in message:
+                first_preview = time.time()
+            states = re.findall(r'data-state="(\w+)"', message)
+            if states and states[-1] in ("succeeded", "failed", "cancelled"):
+                assert states[-1] == "succeeded", Job.objects.get(pk=job_id).error
+                return {"job_id": job_id, "submitted": submitted, "answered": answered,
+                        "first_preview": first_preview, "done": time.time()}
+
+
+def measure(size, steps, runs, web_user, stack, engine, GenerationRequest) -> dict:
+    form = create_form(size, steps)
 
     def one_job() -> tuple[float, float]:
-        started = time.perf_counter()
-        response = web_user.post_form("/create/", form, allow_redirects=False)
-        assert response.status_code == 302, response.text[:500]
-        job_id = response.headers["Location"].rstrip("/").split("/")[-1]
-        first_preview = None
-        with connect(f"{stack.ws_url}/ws/jobs/{job_id}/",
-                     additional_headers={"Cookie": web_user.cookie_header, "Origin": stack.base_url}) as socket:
-            while True:
-                message = socket.recv(timeout=120)
-                if first_preview is None and 'src="data:image/' in message:
-                    first_preview = time.perf_counter() - started
-                states = re.findall(r'data-state="(\w+)"', message)
-                if states and states[-1] in ("succeeded", "failed", "cancelled"):
-                    assert states[-1] == "succeeded", Job.objects.get(pk=job_id).error
-                    return time.perf_counter() - started, first_preview
+        times = submit_and_follow(web_user, stack, form)
+        return times["done"] - times["submitted"], times["first_preview"] - times["submitted"]
 
     def engine_time(previews: bool) -> float:
         request = GenerationRequest(prompt=form["prompt"], width=size, height=size, steps=steps,
@@ -152,6 +178,42 @@ def measure(size, steps, runs, web_user, stack, engine, GenerationRequest) -> di
         "size": f"{size}x{size}", "e2e": median(end_to_end), "engine": median(with_previews),
         "engine_off": median(without_previews), "first": median(first_frames),
     }
+
+
+def measure_fixed_cost(size, steps, runs, web_user, stack) -> dict:
+    """Medians over `runs` jobs (after 2 warm-ups) of the per-job cost outside the engine, and its parts."""
+    from generation.models import Job
+
+    form = create_form(size, steps)
+    for _ in range(2):
+        submit_and_follow(web_user, stack, form)
+    parts = {name: [] for name in ("total", "engine", "fixed", "http", "waiting", "worker", "event")}
+    for _ in range(runs):
+        times = submit_and_follow(web_user, stack, form)
+        job = Job.objects.get(pk=times["job_id"])
+        created, started, finished = (job.created_at.timestamp(), job.started_at.timestamp(),
+                                      job.finished_at.timestamp())
+        total = times["done"] - times["submitted"]
+        parts["total"].append(total)
+        parts["engine"].append(job.engine_seconds)
+        parts["fixed"].append(total - job.engine_seconds)
+        parts["http"].append(times["answered"] - times["submitted"])
+        parts["waiting"].append(started - created)
+        parts["worker"].append(finished - started - job.engine_seconds)
+        parts["event"].append(times["done"] - finished)
+        time.sleep(0.2)  # the worker is idle again, as for a user's next job
+    return {"size": f"{size}x{size}", **{name: statistics.median(values) for name, values in parts.items()}}
+
+
+def print_fixed_cost_table(rows: list[dict], steps: int) -> None:
+    print(f"\nPer-job cost outside the engine, demo model, {steps} steps, medians in ms (this machine)")
+    header = ("size", "submit->SUCCEEDED", "engine (worker)", "fixed = total - engine", "HTTP submit",
+              "commit->claimed", "worker around the engine", "finished->client")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for row in rows:
+        print(" | ".join([row["size"], *(f"{row[name] * 1000:.1f}" for name in (
+            "total", "engine", "fixed", "http", "waiting", "worker", "event"))]))
 
 
 def print_table(rows: list[dict], steps: int) -> None:

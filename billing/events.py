@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 from django.template.loader import render_to_string
 
+from accounts.realtime import send_loop
+
 logger = logging.getLogger(__name__)
-PUBLISH_LAYER = "publish"
 
 
 def wallet_group_name(user_id: int) -> str:
@@ -38,13 +37,7 @@ def send_wallet_update(*, wallet_id: int) -> None:
     if wallet is None or wallet["owner_user_id"] is None:
         return
     html = render_balance(available=wallet["available"], held=wallet["held"], oob=True)
-    # The short-timeout alias when configured: a hung Redis must not hold a money movement's caller.
-    layer = get_channel_layer(PUBLISH_LAYER) or get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(
-            wallet_group_name(wallet["owner_user_id"]), {"type": "wallet.update", "html": html}
-        )
+    try:  # the process's long-lived send loop (one Redis round trip, not a new loop and connection)
+        send_loop.group_send(wallet_group_name(wallet["owner_user_id"]), {"type": "wallet.update", "html": html})
     except Exception as error:  # the page shows the balance from the database on its next load
         logger.warning("Could not push wallet %s's balance (%s: %s)", wallet_id, type(error).__name__, error)

@@ -8,16 +8,15 @@ broken channel layer is logged, not raised.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from channels.layers import get_channel_layer
 from django.db import transaction
+
+from accounts.realtime import send_loop
 
 logger = logging.getLogger(__name__)
 _capture = threading.local()
@@ -52,7 +51,6 @@ def capture_events() -> Iterator[list[tuple[str, dict]]]:
         del _capture.events
 
 
-PUBLISH_LAYER = "publish"  # settings.CHANNEL_LAYERS: the same Redis, with short timeouts
 
 
 class Outage:
@@ -95,35 +93,6 @@ class Outage:
 outage = Outage()
 
 
-class SendLoop:
-    """One event loop, on a thread of its own, for this process's channel-layer sends.
-
-    async_to_sync starts an event loop per call, and channels_redis opens a connection per loop:
-    about 5 ms a send, paid at every denoising step of the worker. A loop that lives on keeps its
-    connection, so a send costs one Redis round trip. The caller still waits for its send (events
-    keep their order); a forked child starts a loop of its own."""
-
-    SEND_TIMEOUT = 5.0  # beyond the publish layer's own socket timeouts: a stuck loop, not a slow Redis
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid = 0
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None or self._pid != os.getpid():
-                self._loop, self._pid = asyncio.new_event_loop(), os.getpid()
-                threading.Thread(target=self._loop.run_forever, name="channel-layer-sends", daemon=True).start()
-            return self._loop
-
-    def group_send(self, group: str, event: dict) -> None:
-        layer = get_channel_layer(PUBLISH_LAYER)
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, event), self._running_loop())
-        future.result(timeout=self.SEND_TIMEOUT)
-
-
-send_loop = SendLoop()
 
 
 def send_event(group: str, event: dict) -> None:

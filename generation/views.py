@@ -112,6 +112,13 @@ DESTINATION_KEY = "create_destination"  # the session remembers the last "Save t
 MODEL_KEY = "create_model"  # and the last model picked (selectors.model_remembered)
 
 
+def _remember(request: HttpRequest, key: str, value) -> None:
+    """Keep a choice in the session, writing the session only when it changed (a submit's own
+    time: most submits repeat the last one's choices)."""
+    if request.session.get(key) != value:
+        request.session[key] = value
+
+
 def _model_initial(model) -> dict:
     """The form's initial model, and its default size when staff set one (as width and height)."""
     if model is None:
@@ -180,8 +187,8 @@ def create(request: HttpRequest) -> HttpResponse:
         form.add_error("model", str(error))
         return _form_error_response(request, form, status=409)
     team = destination["team"]
-    request.session[DESTINATION_KEY] = {"save_to": str(team.pk) if team else "", "bill_team": destination["bill_team"]}
-    request.session[MODEL_KEY] = job.model.name
+    _remember(request, DESTINATION_KEY, {"save_to": str(team.pk) if team else "", "bill_team": destination["bill_team"]})
+    _remember(request, MODEL_KEY, job.model.name)
     if request.htmx:
         response = render(request, "generation/_job_panel.html", selectors.job_context(job), status=201)
         return trigger_client_event(response, "job-submitted")  # the cost quote refreshes its balance

@@ -9,6 +9,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 
+from accounts import realtime  # the process send loop that billing.events sends through
 from billing import events
 from billing.routing import websocket_urlpatterns
 from billing.services import InsufficientCredits, credits_capture, credits_release, credits_reserve
@@ -26,7 +27,7 @@ class FakeLayer:
 @pytest.fixture
 def layer(monkeypatch):
     fake = FakeLayer()
-    monkeypatch.setattr(events, "get_channel_layer", lambda alias="default": fake)
+    monkeypatch.setattr(realtime, "get_channel_layer", lambda alias="default": fake)
     return fake
 
 
@@ -72,7 +73,7 @@ def test_a_broken_channel_layer_never_breaks_a_movement(user, monkeypatch, djang
         async def group_send(self, group, message):
             raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(events, "get_channel_layer", lambda alias="default": Broken())
+    monkeypatch.setattr(realtime, "get_channel_layer", lambda alias="default": Broken())
     with django_capture_on_commit_callbacks(execute=True):
         give(user, 3)
     from billing.selectors import wallet_balance

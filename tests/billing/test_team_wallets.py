@@ -15,8 +15,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from accounts import realtime  # the process send loop that billing.events sends through
 from accounts.models import Membership, TeamRole
-from billing import events
 from billing.models import CreditPack, EntryKind, LedgerEntry, MemberCap, Payment, Wallet
 from billing.selectors import (
     member_used_this_month,
@@ -41,7 +41,6 @@ from billing.services import (
     payment_checkout_start,
     payment_test_purchase,
     wallet_get_or_create_for_team,
-    wallet_get_or_create_for_user,
 )
 from billing.services.teams import lock_wallets_in_order
 from tests.billing.support import assert_wallet_consistent, fund_team, give, make_job, make_team
@@ -516,7 +515,7 @@ def test_team_wallet_changes_push_nothing_and_do_not_break(people, team, monkeyp
         async def group_send(self, group, message):
             sent.append(group)
 
-    monkeypatch.setattr(events, "get_channel_layer", lambda alias="default": Layer())
+    monkeypatch.setattr(realtime, "get_channel_layer", lambda alias="default": Layer())
     give(people["owner"], 50)
     with django_capture_on_commit_callbacks(execute=True):
         transfer(people["owner"], team, 20)

@@ -17,6 +17,7 @@ import pytest
 from celery import Celery
 from channels.layers import channel_layers
 
+from accounts import realtime
 from generation import events
 from studio.private_redis import PrivateRedis
 
@@ -34,14 +35,14 @@ def paused_redis(tmp_path):
 @contextmanager
 def publish_layer_at(settings, url: str):
     layers = dict(settings.CHANNEL_LAYERS)
-    publish = {**layers[events.PUBLISH_LAYER], "CONFIG": dict(layers[events.PUBLISH_LAYER]["CONFIG"])}
+    publish = {**layers[realtime.PUBLISH_LAYER], "CONFIG": dict(layers[realtime.PUBLISH_LAYER]["CONFIG"])}
     publish["CONFIG"]["hosts"] = [{**publish["CONFIG"]["hosts"][0], "address": url}]
-    settings.CHANNEL_LAYERS = {**layers, events.PUBLISH_LAYER: publish}
-    channel_layers.backends.pop(events.PUBLISH_LAYER, None)
+    settings.CHANNEL_LAYERS = {**layers, realtime.PUBLISH_LAYER: publish}
+    channel_layers.backends.pop(realtime.PUBLISH_LAYER, None)
     try:
         yield
     finally:
-        channel_layers.backends.pop(events.PUBLISH_LAYER, None)
+        channel_layers.backends.pop(realtime.PUBLISH_LAYER, None)
 
 
 def test_events_to_a_hung_redis_cost_one_short_timeout_and_one_log_line(settings, tmp_path, caplog):

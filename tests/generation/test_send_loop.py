@@ -1,4 +1,4 @@
-"""generation.events.SendLoop: the process's channel-layer sends go through one event loop that
+"""accounts.realtime.SendLoop: the process's channel-layer sends go through one event loop that
 lives on (async_to_sync made a loop and a Redis connection per send, ~5 ms at every denoising
 step), still in order, on the real Redis channel layer."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from generation import events
+from accounts.realtime import SendLoop
 
 
 def test_sends_share_one_loop_and_arrive_in_order():
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)("send-loop-test", channel)
-    sends = events.SendLoop()
+    sends = SendLoop()
     for step in range(1, 4):
         sends.group_send("send-loop-test", {"type": "job.progress", "step": step})
     first_loop = sends._running_loop()
