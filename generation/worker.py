@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import lru_cache
 
 from django.conf import settings
@@ -147,12 +147,14 @@ def process_available_jobs(kinds: tuple[str, ...] | None = None) -> int:
     if JobKind.GENERATE in kinds and not engine_pool().paths():
         _preload()
     done = 0
-    while lease := services.job_claim_next(worker_id=worker_id(), kinds=kinds, models=worker_models()):
-        if Job.objects.filter(pk=lease.job_id).values_list("kind", flat=True).get() == JobKind.TRAIN:
-            run_training(lease, run_generation_in_pauses=JobKind.GENERATE in kinds)
+    while leases := services.job_claim_batch(worker_id=worker_id(), kinds=kinds, models=worker_models()):
+        if len(leases) > 1:
+            run_batch(leases)
+        elif Job.objects.filter(pk=leases[0].job_id).values_list("kind", flat=True).get() == JobKind.TRAIN:
+            run_training(leases[0], run_generation_in_pauses=JobKind.GENERATE in kinds)
         else:
-            run_job(lease)
-        done += 1
+            run_job(leases[0])
+        done += len(leases)
     return done
 
 
@@ -236,6 +238,89 @@ def run_job(lease: services.Lease, keep_alive=None) -> None:
         for image in stored:
             default_storage.delete(image.file_name)
             default_storage.delete(image.thumbnail_name)
+
+
+def run_batch(leases: list[services.Lease]) -> None:
+    """Run compatible generation jobs (services.job_claim_batch) as one batch on the engine
+    (Engine.generate_batch). Each job keeps its own lease, heartbeat and progress (a StepReporter
+    each), cancel and credits: a job cancelled while the batch runs is finished CANCELLED at once
+    (credits released, its events sent) and the others go on; a job whose lease was lost is left to
+    its new attempt. A model that fails to load, a LoRA that is gone or an engine failure fails
+    every job of the batch with the reason (credits released)."""
+    jobs = Job.objects.select_related("model").in_bulk([lease.job_id for lease in leases])
+    reporters = [StepReporter(lease) for lease in leases]
+    finished: set[int] = set()  # positions already finished here (cancelled), or no longer ours
+
+    def leave(k: int) -> None:
+        """Job k leaves the batch: finished CANCELLED now, unless it belongs to another attempt."""
+        if k not in finished:
+            finished.add(k)
+            if not reporters[k].lease_lost:
+                _finish_quietly(services.job_mark_cancelled, lease=leases[k])
+
+    def cancel_hook(k: int):
+        def should_cancel() -> bool:
+            if reporters[k].cancel:
+                leave(k)
+                return True
+            return False
+        return should_cancel
+
+    for k, reporter in enumerate(reporters):
+        reporter.heartbeat(0)  # picks up a cancel that arrived between claim and start
+        if reporter.cancel:
+            leave(k)
+    running = [k for k in range(len(leases)) if k not in finished]
+    if not running:
+        return
+    lead = jobs[leases[running[0]].job_id]
+
+    def fail_all(reason: str) -> None:
+        for k in running:
+            if k not in finished and not reporters[k].lease_lost:
+                finished.add(k)
+                _finish_quietly(services.job_fail, lease=leases[k], reason=reason)
+
+    try:
+        path = model_path_of(lead)
+        if engine_pool().is_warm(path):
+            pipeline = engine(path)
+        else:
+            with ExitStack() as renewing:  # loading a model may outlast the leases
+                for k in running:
+                    renewing.enter_context(_lease_renewed(reporters[k]))
+                pipeline = engine(path)
+        results = pipeline.generate_batch(
+            [request_for(jobs[leases[k].job_id]) for k in running],
+            on_step=[reporters[k].on_step for k in running], should_cancel=[cancel_hook(k) for k in running],
+            previews=True, preview_interval_s=settings.STUDIO_PREVIEW_INTERVAL_SECONDS,
+        )
+    except ModelLoadFailed as error:  # fail its jobs and the model's queued ones; keep serving other models
+        reason = f"The model {lead.model_name} could not be loaded: {error}"[:1000]
+        logger.error("Batch of jobs %s: %s", ", ".join(str(leases[k].job_id) for k in running), reason)
+        fail_all(reason)
+        if lead.model_id:
+            services.model_mark_broken(model_id=lead.model_id, reason=reason)
+        return
+    except Exception as error:  # the engine failed on the batch: fail its jobs with the reason, keep the worker
+        logger.exception("Batch of jobs %s failed", ", ".join(str(leases[k].job_id) for k in running))
+        fail_all(f"{type(error).__name__}: {error}"[:1000])
+        return
+    for k, result in zip(running, results, strict=True):
+        if k in finished or reporters[k].lease_lost:
+            continue
+        if result.interrupted:
+            leave(k)
+            continue
+        job = jobs[leases[k].job_id]
+        stored = [store_image(job, index, image) for index, image in enumerate(result.images)]
+        try:
+            services.job_succeed(lease=leases[k], images=stored, engine_seconds=result.engine_seconds)
+        except services.LeaseLost:
+            logger.warning("Job %s was taken over before it finished; discarding this attempt's images", job.pk)
+            for image in stored:
+                default_storage.delete(image.file_name)
+                default_storage.delete(image.thumbnail_name)
 
 
 @contextmanager

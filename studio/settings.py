@@ -206,6 +206,10 @@ STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = float(os.environ.get("STUDIO_TRAINING_DRAF
 # all) and how many it keeps loaded at most (fewer when memory is short: least recently used out).
 STUDIO_WORKER_MODELS = [name.strip() for name in os.environ.get("STUDIO_WORKER_MODELS", "").split(",") if name.strip()]
 STUDIO_WORKER_MAX_WARM_MODELS = int(os.environ.get("STUDIO_WORKER_MAX_WARM_MODELS", "2"))
+# Batching across users (docs/engine.md): compatible queued jobs run as one batch on the UNet, of at
+# most this many jobs and images; 1 turns batching off.
+STUDIO_BATCH_MAX_JOBS = int(os.environ.get("STUDIO_BATCH_MAX_JOBS", "4"))
+STUDIO_BATCH_MAX_IMAGES = int(os.environ.get("STUDIO_BATCH_MAX_IMAGES", "8"))
 STUDIO_TORCH_THREADS = int(os.environ.get("STUDIO_TORCH_THREADS", "1") or 0)
 STUDIO_MAX_ACTIVE_JOBS_PER_USER = int(os.environ.get("STUDIO_MAX_ACTIVE_JOBS_PER_USER", "8"))
 # How long A1111's synchronous txt2img/img2img wait for their job before cancelling it (504).

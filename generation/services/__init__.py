@@ -6,7 +6,8 @@ and comes back can never finish a job a second time.
 
     jobs.py     submit, cancel, delete (web side); what a job costs
     images.py   favourite, delete one image (its files go after commit; credits stay)
-    queue.py    claim, heartbeat, succeed, fail, cancelled (worker side, fenced by the lease)
+    queue.py    claim (one job, or a batch of compatible ones), heartbeat, succeed, fail, cancelled
+                (worker side, fenced by the lease)
     training.py a training job: submit, price; checkpoints, losses, samples, succeed/cancelled/fail
     sweeps.py   expired leases, stranded queues, abandoned training drafts (beat)
     recovery.py leases of workers known to be dead (a worker restarted on their host)
@@ -36,6 +37,7 @@ from generation.services.queue import (
     Lease,
     LeaseLost,
     StoredImage,
+    job_claim_batch,
     job_claim_next,
     job_fail,
     job_heartbeat,
@@ -65,6 +67,7 @@ __all__ = [
     "image_delete",
     "image_set_favourite",
     "job_cancel",
+    "job_claim_batch",
     "job_claim_next",
     "job_cost",
     "job_delete",

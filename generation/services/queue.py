@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from billing import services as billing
 from generation import events, permissions
-from generation.models import Image, Job, JobKind, JobState
+from generation.models import Image, Job, JobKind, JobMode, JobState
 
 
 class LeaseLost(Exception):
@@ -42,9 +42,10 @@ def lease_expiry():
     return timezone.now() + timedelta(seconds=settings.STUDIO_JOB_LEASE_SECONDS)
 
 
-def _next_candidate(kinds, models=()) -> Job | None:
-    """Fair share: the user with the fewest running jobs, then the one served longest ago (over
-    every kind: a user's running training counts against their next generation, and back)."""
+def _fair_queue(kinds, models=()):
+    """Queued jobs of `kinds` in fair-share order: the user with the fewest running jobs first,
+    then the one served longest ago (over every kind: a user's running training counts against
+    their next generation, and back), then the oldest job."""
     running = (
         Job.objects.filter(user=OuterRef("user"), state=JobState.RUNNING)
         .values("user").annotate(n=Count("pk")).values("n")
@@ -60,9 +61,27 @@ def _next_candidate(kinds, models=()) -> Job | None:
         queued
         .annotate(user_running=Coalesce(Subquery(running), 0), user_last_started=Subquery(last_started))
         .order_by("user_running", F("user_last_started").asc(nulls_first=True), "created_at")
-        .only("pk")
-        .first()
     )
+
+
+def _next_candidate(kinds, models=()) -> Job | None:
+    return _fair_queue(kinds, models).only("pk").first()
+
+
+def _claim(job_id, worker_id: str) -> Lease | None:
+    """The conditional UPDATE that takes a queued job (None: someone else took it, or it was
+    cancelled): two workers racing for the same job cannot both win, on SQLite or PostgreSQL,
+    without row locks."""
+    with transaction.atomic():
+        claimed = Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+            state=JobState.RUNNING, lease_owner=worker_id, lease_expires_at=lease_expiry(),
+            attempts=F("attempts") + 1, started_at=timezone.now(), progress_step=0,
+        )
+        if not claimed:
+            return None
+        job = Job.objects.get(pk=job_id)
+        events.job_state_changed(job)
+        return Lease(job_id=job.pk, worker_id=worker_id, attempt=job.attempts)
 
 
 def job_claim_next(*, worker_id: str, kinds=(JobKind.GENERATE,), models=()) -> Lease | None:
@@ -78,18 +97,67 @@ def job_claim_next(*, worker_id: str, kinds=(JobKind.GENERATE,), models=()) -> L
         candidate = _next_candidate(list(kinds), list(models))
         if candidate is None:
             return None
-        with transaction.atomic():
-            now = timezone.now()
-            claimed = Job.objects.filter(pk=candidate.pk, state=JobState.QUEUED).update(
-                state=JobState.RUNNING, lease_owner=worker_id, lease_expires_at=lease_expiry(),
-                attempts=F("attempts") + 1, started_at=now, progress_step=0,
-            )
-            if not claimed:
-                continue  # someone else took it or it was cancelled; look again
-            job = Job.objects.get(pk=candidate.pk)
-            events.job_state_changed(job)
-            return Lease(job_id=job.pk, worker_id=worker_id, attempt=job.attempts)
+        lease = _claim(candidate.pk, worker_id)
+        if lease is not None:
+            return lease
+        # someone else took it or it was cancelled; look again
     return None
+
+
+def lora_set_key(loras) -> tuple:
+    """A Job.loras snapshot as what a batch must share: the same LoRAs (id, sha256) at the same weights."""
+    return tuple(sorted((str(entry.get("id")), entry.get("sha256", ""), float(entry.get("weight", 1.0)))
+                        for entry in loras or []))
+
+
+def job_claim_batch(*, worker_id: str, kinds=(JobKind.GENERATE,), models=(), max_jobs: int | None = None,
+                    max_images: int | None = None) -> list[Lease]:
+    """Claim the fair-share next job (job_claim_next), then fill a batch with queued jobs that can
+    run with it on the UNet at once, in the same fair-share order: after each claim its user has
+    one more running job, so a batch takes one job per user per round and a user with many
+    queued jobs never pushes out another's. Returns the leases, the first job's first; [] when
+    nothing waits.
+
+    Compatible: a text-to-image generation job of the same model, width, height, steps, sampler,
+    guidance scale and LoRA set (lora_set_key). A canvas job or a training runs alone. At most
+    `max_jobs` jobs (STUDIO_BATCH_MAX_JOBS) and `max_images` images (STUDIO_BATCH_MAX_IMAGES; the
+    first job counts whatever its size); 1 turns batching off. Each claim is job_claim_next's
+    conditional UPDATE; each job keeps its own lease.
+    """
+    max_jobs = settings.STUDIO_BATCH_MAX_JOBS if max_jobs is None else max_jobs
+    max_images = settings.STUDIO_BATCH_MAX_IMAGES if max_images is None else max_images
+    first = job_claim_next(worker_id=worker_id, kinds=kinds, models=models)
+    if first is None:
+        return []
+    leases = [first]
+    lead = Job.objects.get(pk=first.job_id)
+    if lead.kind != JobKind.GENERATE or lead.uses_canvas or JobKind.GENERATE not in kinds:
+        return leases
+    images = lead.num_images
+    loras = lora_set_key(lead.loras)
+    compatible = Q(kind=JobKind.GENERATE, mode=JobMode.TXT2IMG, model_id=lead.model_id, width=lead.width,
+                   height=lead.height, steps=lead.steps, sampler=lead.sampler, guidance_scale=lead.guidance_scale)
+    passed_over: set = set()  # other LoRA sets, or taken by another worker meanwhile
+    while len(leases) < max_jobs and images < max_images:
+        candidates = list(
+            _fair_queue([JobKind.GENERATE], list(models))
+            .filter(compatible, num_images__lte=max_images - images)
+            .exclude(pk__in=passed_over)
+            .only("pk", "loras", "num_images")[:20]
+        )
+        if not candidates:
+            break
+        picked = next((job for job in candidates if lora_set_key(job.loras) == loras), None)
+        if picked is None:
+            passed_over.update(job.pk for job in candidates)
+            continue
+        lease = _claim(picked.pk, worker_id)
+        if lease is None:
+            passed_over.add(picked.pk)
+            continue
+        leases.append(lease)
+        images += picked.num_images
+    return leases
 
 
 def _leased(lease: Lease):
