@@ -65,11 +65,11 @@ def canvas(request: HttpRequest) -> HttpResponse:
         if (job_id := request.GET.get("from")) and initial.get("mode") != JobMode.IMG2IMG:
             mask_url = reverse("generation:job_mask", args=[job_id])
         form = CanvasForm(initial=initial, model_info=info, teams=teams, user=request.user,
-                          models=selectors.models_offered())
+                          models=selectors.models_offered(request.user))
         return render(request, "generation/canvas.html", _context(request, form, source_url, mask_url))
 
     form = CanvasForm(request.POST, request.FILES, model_info=selectors.model_info(), teams=teams, user=request.user,
-                      models=selectors.models_offered())
+                      models=selectors.models_offered(request.user))
     status = 400
     if form.is_valid():
         try:

@@ -17,7 +17,7 @@ from generation.models import Job, JobState, SDModel
 @staff_member_required
 @require_GET
 def model_list(request: HttpRequest) -> HttpResponse:
-    models = list(SDModel.objects.all())
+    models = list(SDModel.objects.select_related("owner"))
     for model in models:
         model.price_multiplier = model_price_multiplier(model_name=model.name)
         model.queued = Job.objects.filter(model=model, state=JobState.QUEUED).count()

@@ -49,6 +49,11 @@ REQUEST_FIELDS = (
 CANVAS_FIELDS = ("strength", "mask_blur", "masked_content", "only_masked", "only_masked_padding")
 
 
+def private_model_folder(job) -> str:
+    """Where a full fine-tune's model (SDModel.storage_folder) is kept in the file storage."""
+    return f"models/{job.user_id}/{job.pk}"
+
+
 def model_queue(name: str) -> str:
     """The Celery queue whose messages wake the workers that serve the model of that name."""
     return f"gpu.{name}"
@@ -63,7 +68,14 @@ class SDModel(models.Model):
     name = models.SlugField(max_length=100, unique=True, help_text="Its API name, and the PNG's \"Model\".")
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True, max_length=2000)
-    path = models.CharField(max_length=1000, help_text="A diffusers folder or a .safetensors file on the worker hosts.")
+    path = models.CharField(max_length=1000, blank=True,
+                            help_text="A diffusers folder or a .safetensors file on the worker hosts.")
+    # A private model variant (a full fine-tune): only its owner sees and uses it, and its diffusers
+    # folder is in the file storage under `storage_folder` (workers copy it to their disk when it
+    # is not a local one), not at a path of the worker hosts.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="private_models")
+    storage_folder = models.CharField(max_length=300, blank=True)
     # generation.engine.contracts.ModelInfo as read at registration (dataclasses.asdict).
     info = models.JSONField(default=dict)
     default_steps = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -161,7 +173,8 @@ class Job(models.Model):
     model_hash = models.CharField(max_length=64, blank=True)
     # The registered model it runs on (model_name/model_hash are what it was when submitted). Null
     # only for jobs made before the registry: they run on the studio's own model (STUDIO_MODEL_PATH).
-    model = models.ForeignKey(SDModel, null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    # RESTRICT: a model with jobs is not deleted (staff disable it), unless its owner is (private ones).
+    model = models.ForeignKey(SDModel, null=True, blank=True, on_delete=models.RESTRICT, related_name="jobs")
     cost = models.PositiveIntegerField(default=0, help_text="Credits reserved for this job.")
     # Where its images go (a team gallery, or the user's own when empty) and who pays.
     team = models.ForeignKey(

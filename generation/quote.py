@@ -31,11 +31,15 @@ class QuoteForm(forms.Form):
     num_images = forms.IntegerField(min_value=1, max_value=4)
     model = forms.SlugField(required=False)  # an offered model's name; empty: the default model
 
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user  # whose private models (full fine-tunes) may be priced
+
     def clean_model(self):
         name = self.cleaned_data["model"]
         if not name:
             return None
-        model = models_offered().filter(name=name).first()
+        model = models_offered(self.user).filter(name=name).first()
         if model is None:
             raise forms.ValidationError("That model is not offered.")
         return model
@@ -93,7 +97,7 @@ def _available_to_spend(request: HttpRequest) -> tuple[int, bool]:
 def quote(request: HttpRequest) -> HttpResponse:
     """Live cost of the Create form's settings. Bad or missing input: a neutral fragment, status 200."""
     available, team_pays = _available_to_spend(request)
-    cost = quote_cost(QuoteForm(request.GET))
+    cost = quote_cost(QuoteForm(request.GET, user=request.user))
     return render(
         request,
         "generation/_quote.html",

@@ -44,9 +44,18 @@ def default_model() -> SDModel | None:
             or offered.first())
 
 
-def models_offered():
-    """The models users may pick: enabled and not marked broken."""
+def models_served():
+    """Every model a job may run on: enabled and not marked broken (private ones included)."""
     return SDModel.objects.filter(enabled=True, broken_reason="")
+
+
+def models_offered(user=None):
+    """The models `user` may pick: the studio's, and their own private variants (full fine-tunes);
+    without a user, the studio's only."""
+    owners = Q(owner__isnull=True)
+    if user is not None and user.is_authenticated:
+        owners |= Q(owner=user)
+    return models_served().filter(owners)
 
 
 def model_info(model: SDModel | None = None) -> ModelInfo:
@@ -60,7 +69,7 @@ def model_info(model: SDModel | None = None) -> ModelInfo:
 def model_remembered(user, name: str | None) -> SDModel | None:
     """The model Create starts with for a user: `name` (a ?model= link or the session's last
     pick) if offered, else their last job's model if offered, else the default."""
-    offered = models_offered()
+    offered = models_offered(user)
     if name and (model := offered.filter(name=name).first()):
         return model
     last = Job.objects.filter(user=user, kind=JobKind.GENERATE, model__isnull=False).values_list("model_id", flat=True)

@@ -60,7 +60,7 @@ def consume_model_queues(consumer) -> list[str]:
     only a worker that can run it wakes (docs/models.md, "Which worker runs a job")."""
     from generation import selectors, worker
 
-    models = selectors.models_offered()
+    models = selectors.models_served()
     if worker.worker_models():
         models = models.filter(name__in=worker.worker_models())
     added = [model.queue for model in models if not consumer.task_consumer.consuming_from(model.queue)]

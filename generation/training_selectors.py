@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generation import permissions
-from generation.models import Job, JobKind, LoRA, Training, TrainingImage
+from generation.models import Job, JobKind, LoRA, SDModel, Training, TrainingImage, private_model_folder
 from generation.selectors import queue_position
 
 # The loss chart's drawing box (the SVG's viewBox; static/js/loss-chart.js draws the same).
@@ -90,6 +90,8 @@ def training_context(job: Job, user=None) -> dict:
         "live": {"queued": job.state == "queued", "loss": last_loss},
         "sample_groups": sample_groups(job), "eta": time_left(job),
         "lora": training.lora if training.lora_id else None,
+        "model_variant": (SDModel.objects.filter(storage_folder=private_model_folder(job)).first()
+                          if training.full_finetune and job.state == "succeeded" else None),
         "can_cancel": user is not None and permissions.can_cancel_job(user, job),
     }
 

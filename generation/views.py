@@ -151,7 +151,7 @@ def _credits_message(error: InsufficientCredits, destination: dict) -> str:
 @require_http_methods(["GET", "POST"])
 def create(request: HttpRequest) -> HttpResponse:
     teams = list(selectors.teams_user_can_save_into(request.user))
-    offered = selectors.models_offered()
+    offered = selectors.models_offered(request.user)
     if request.method == "GET":
         model = selectors.model_remembered(request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
         info = selectors.model_info(model)

@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -23,9 +24,10 @@ import time
 import uuid
 from contextlib import ExitStack, contextmanager
 from functools import lru_cache
+from pathlib import Path
 
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import connection
 from PIL import Image as PILImage
@@ -33,7 +35,7 @@ from PIL import Image as PILImage
 from generation import events, selectors, services
 from generation.engine.contracts import GeneratedImage, LoraRef
 from generation.engine.pool import ModelLoadFailed
-from generation.models import Job, JobKind, LoRA
+from generation.models import Job, JobKind, LoRA, private_model_folder
 from generation.selectors import model_path
 
 logger = logging.getLogger(__name__)
@@ -124,8 +126,69 @@ def engine(path: str | None = None):
 
 
 def model_path_of(job: Job) -> str:
-    """Where the job's model is: its registered model's path (the studio's own for older jobs)."""
-    return job.model.path if job.model_id else str(model_path())
+    """Where the job's model is: its registered model's path, or a private model's local copy (the
+    studio's own model for jobs from before the registry)."""
+    if not job.model_id:
+        return str(model_path())
+    return model_local_path(job.model) if job.model.storage_folder else job.model.path
+
+
+def model_local_path(model) -> str:
+    """A private model's folder on this machine: the storage's own folder when it is on this disk
+    (FileSystemStorage), else a copy in VAR_DIR/cache/models/<id>, made once (a folder renamed into
+    place when complete, never half a model)."""
+    try:
+        return default_storage.path(model.storage_folder)
+    except NotImplementedError:  # a remote storage
+        pass
+    cached = settings.VAR_DIR / "cache" / "models" / str(model.pk)
+    if cached.is_dir():
+        return str(cached)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=cached.parent, prefix=f".part-{model.pk}-"))
+    try:
+        for name in _storage_files(model.storage_folder):
+            target = partial / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with default_storage.open(f"{model.storage_folder}/{name}", "rb") as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+        os.replace(partial, cached)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return str(cached)
+
+
+def _storage_files(folder: str, prefix: str = "") -> list[str]:
+    """Every file under a storage folder, as paths relative to it."""
+    directories, files = default_storage.listdir(f"{folder}/{prefix}".rstrip("/"))
+    found = [f"{prefix}{name}" for name in files]
+    for directory in directories:
+        found += _storage_files(folder, f"{prefix}{directory}/")
+    return found
+
+
+def _succeed_training(job: Job, lease: services.Lease, result) -> None:
+    """Record a finished training; a full fine-tune's folder goes into the storage first (and out
+    again if the training was taken over meanwhile)."""
+    model_folder = store_model_folder(job, result.model_dir) if result.model_dir else ""
+    try:
+        services.training_succeed(lease=lease, result=result, model_folder=model_folder)
+    except services.LeaseLost:
+        logger.warning("Training %s was taken over; leaving it to its new attempt", job.pk)
+        for name in _storage_files(model_folder) if model_folder else []:
+            default_storage.delete(f"{model_folder}/{name}")
+
+
+def store_model_folder(job: Job, local_dir: str) -> str:
+    """Copy a full fine-tune's diffusers folder into the file storage; its storage folder."""
+    folder = private_model_folder(job)
+    root = Path(local_dir)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                default_storage.save(f"{folder}/{path.relative_to(root).as_posix()}", File(handle))
+    return folder
 
 
 def _preload() -> None:
@@ -134,7 +197,7 @@ def _preload() -> None:
     default = selectors.default_model()
     allowed = worker_models()
     if default is not None and allowed and default.name not in allowed:
-        default = selectors.models_offered().filter(name__in=allowed).first()
+        default = selectors.models_served().filter(name__in=allowed).first()
     try:
         engine(default.path if default is not None else None)
     except Exception:  # noqa: BLE001 - a job of that model will fail with the reason and mark it broken
@@ -604,10 +667,14 @@ def run_training(lease: services.Lease, *, run_generation_in_pauses: bool = Fals
     if reporter.lease_lost:
         logger.warning("Training %s was taken over; this attempt's result is dropped", job.pk)
         return
-    if result is None or result.interrupted:
-        _finish_quietly(services.training_mark_cancelled, lease=lease)
-        return
-    reporter.heartbeat()  # the last losses
-    _finish_quietly(services.training_succeed, lease=lease, result=result)
+    try:
+        if result is None or result.interrupted:
+            _finish_quietly(services.training_mark_cancelled, lease=lease)
+            return
+        reporter.heartbeat()  # the last losses
+        _succeed_training(job, lease, result)
+    finally:
+        if result is not None and result.model_dir:  # the trainer's copy; the storage keeps its own
+            shutil.rmtree(result.model_dir, ignore_errors=True)
     logger.info("Training %s finished: %d steps in %.1fs (%d generation jobs ran in its pauses)", job.pk,
                 result.steps_done, result.seconds, reporter.generation_jobs_run)

@@ -8,6 +8,7 @@ from ninja import Field, Router, Schema
 
 from accounts.api import problems
 from billing.pricing import model_price_multiplier
+from generation.api.common import key_user
 from generation.api.generations import router as generations_router
 from generation.api.images import router as images_router
 from generation.api.loras import router as loras_router
@@ -43,8 +44,9 @@ class SamplerOut(Schema):
 
 @router.get("/models", response={200: list[ModelOut], **problems()}, summary="The models this studio serves")
 def models(request):
-    """The models a generation may pick (`model`), the default one first."""
-    offered = list(models_offered()) or [builtin_model()]
+    """The models a generation may pick (`model`), the default one first (a user key also lists its
+    user's private models: their full fine-tunes)."""
+    offered = list(models_offered(key_user(request))) or [builtin_model()]
     default = default_model()
     return [_model_out(model, is_default=default is not None and model.pk == default.pk) for model in offered]
 

@@ -15,7 +15,7 @@ from accounts.api import ApiProblem, api_key_of, problems, require_scope
 from billing.models import EntryKind, LedgerEntry
 from generation.api.a1111_generate import checkpoint_title, decode_picture, refused
 from generation.api.a1111_generate import router as generate_router
-from generation.api.common import require_any_scope
+from generation.api.common import key_user, require_any_scope
 from generation.api.live import live_progress
 from generation.api.loras import loras_usable_by
 from generation.engine.contracts import SAMPLERS
@@ -49,7 +49,7 @@ class SdSamplerOut(Schema):
 
 @router.get("/sd-models", response={200: list[SdModelOut], **problems()}, summary="A1111: the checkpoints")
 def sd_models(request):
-    offered = list(models_offered()) or [builtin_model()]
+    offered = list(models_offered(key_user(request))) or [builtin_model()]
     return [SdModelOut(title=checkpoint_title(model), model_name=model.name, hash=model.hash, sha256=None,
                        filename=model.path.rsplit("/", 1)[-1], config=None) for model in offered]
 

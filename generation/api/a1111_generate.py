@@ -138,7 +138,7 @@ def sampler_key(body: Txt2ImgIn) -> str | None:
     return by_name[name.lower()]
 
 
-def check_supported(body: Txt2ImgIn) -> None:
+def check_supported(body: Txt2ImgIn, user=None) -> None:
     """Refuse, clearly, what A1111 does and this studio does not (rather than ignore it silently)."""
     unsupported = [
         ("enable_hr", body.enable_hr, "hires fix is not offered"),
@@ -153,7 +153,7 @@ def check_supported(body: Txt2ImgIn) -> None:
         if value:
             raise refused(field, why)
     checkpoint = body.override_settings.get("sd_model_checkpoint")
-    if checkpoint and checkpoint_named(checkpoint) is None:
+    if checkpoint and checkpoint_named(checkpoint, user) is None:
         raise refused("override_settings", f"no checkpoint {checkpoint!r} is offered here (GET "
                                            f"/sdapi/v1/sd-models lists them).")
     if body.batch_size * body.n_iter > 4:
@@ -166,24 +166,24 @@ def checkpoint_title(model: SDModel) -> str:
     return f"{model.name} [{model.hash}]"
 
 
-def checkpoint_named(checkpoint: str) -> SDModel | None:
-    """The offered model an A1111 `sd_model_checkpoint` names: by title, name or hash."""
+def checkpoint_named(checkpoint: str, user=None) -> SDModel | None:
+    """The model offered to `user` that an A1111 `sd_model_checkpoint` names: by title, name or hash."""
     wanted = str(checkpoint).strip()
-    for model in models_offered():
+    for model in models_offered(user):
         if wanted in (checkpoint_title(model), model.name, model.hash, model.model_info().name):
             return model
     return None
 
 
-def requested_model(body: Txt2ImgIn):
+def requested_model(body: Txt2ImgIn, user=None):
     """override_settings.sd_model_checkpoint's model (check_supported refused an unknown one), else the default."""
     checkpoint = body.override_settings.get("sd_model_checkpoint")
-    return (checkpoint_named(checkpoint) if checkpoint else None) or default_model()
+    return (checkpoint_named(checkpoint, user) if checkpoint else None) or default_model()
 
 
-def form_data(body: Txt2ImgIn, *, team) -> dict:
+def form_data(body: Txt2ImgIn, *, team, user=None) -> dict:
     """The web form's fields for an A1111 request (a team key saves into its team, on its wallet)."""
-    model = requested_model(body)
+    model = requested_model(body, user)
     info = model_info(model)
     data = {
         "model": model.name if model is not None else "", "prompt": body.prompt, "negative_prompt": body.negative_prompt, "aspect": "1:1",
@@ -245,11 +245,12 @@ def canvas_uploads(body: Img2ImgIn) -> dict[str, SimpleUploadedFile]:
 
 
 def bound_form(body: Txt2ImgIn, *, actor) -> CreateForm:
-    check_supported(body)
     team = actor.team
+    private_user = actor.user if team is None else None  # a team key acts for the team: no private models
+    check_supported(body, private_user)
     teams = [team] if team is not None else []
-    data = form_data(body, team=team)
-    info, offered = model_info(), models_offered()
+    data = form_data(body, team=team, user=private_user)
+    info, offered = model_info(), models_offered(private_user)
     if not isinstance(body, Img2ImgIn):
         return CreateForm(data, model_info=info, teams=teams, user=actor.user, models=offered)
     uploads = canvas_uploads(body)

@@ -16,6 +16,13 @@ def require_any_scope(request, scopes: tuple[str, ...], reading: str) -> ApiKey:
     return key
 
 
+def key_user(request):
+    """The user a key acts as for private things (their full-fine-tune models): a user key's owner;
+    None for a team key (it acts for the team)."""
+    key = api_key_of(request)
+    return key.owner_user if key.owner_team_id is None else None
+
+
 def page_of(rows, query) -> tuple[list, int]:
     """One page of an ordered queryset (or list) by the query's `offset` and `limit`, and the total."""
     page = list(rows[query.offset:query.offset + query.limit])

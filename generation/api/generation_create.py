@@ -185,14 +185,19 @@ def _mode(body: GenerationIn, files: dict) -> str:
     return JobMode.INPAINT if "mask" in files else JobMode.IMG2IMG
 
 
-def _chosen_model(body: GenerationIn):
+def _chosen_model(body: GenerationIn, user):
     """The model asked for, if offered (an unknown one is the form's error to give), else the default."""
-    offered = models_offered().filter(name=body.model).first() if body.model else None
+    offered = models_offered(user).filter(name=body.model).first() if body.model else None
     return offered or default_model()
 
 
-def _form_data(body: GenerationIn, *, team, mode: str) -> dict:
-    info = model_info(_chosen_model(body))
+def _private_models_user(actor):
+    """Whose private models a key may use: its user's (a team key: none, it acts for the team)."""
+    return actor.user if actor.team is None else None
+
+
+def _form_data(body: GenerationIn, *, team, mode: str, user) -> dict:
+    info = model_info(_chosen_model(body, user))
     prompt = body.prompt
     rows = [lora for lora in body.loras if lora.id is not None]
     for lora in body.loras:
@@ -228,8 +233,9 @@ def bound_form(parsed: ParsedRequest, *, actor) -> CreateForm:
         team = next((t for t in teams if t.pk == body.team), None) if body.team else None
         if body.team and team is None:
             raise ApiProblem("forbidden", "You cannot create images in that team (only its members can).")
-    data = _form_data(body, team=team, mode=mode)
-    info, offered = model_info(), models_offered()
+    private_user = _private_models_user(actor)
+    data = _form_data(body, team=team, mode=mode, user=private_user)
+    info, offered = model_info(), models_offered(private_user)
     if mode == JobMode.TXT2IMG:
         return CreateForm(data, model_info=info, teams=teams, user=actor.user, models=offered)
     uploads = {name: SimpleUploadedFile(f"{name}.png", content) for name, content in files.items()}

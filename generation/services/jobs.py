@@ -168,7 +168,7 @@ def job_submit(*, user, prompt: str, negative_prompt: str, width: int, height: i
             f"You already have {active} jobs waiting or running; wait for one to finish or cancel one."
         )
     lora_snapshot = _lock_loras_allowing_submit(user, loras)
-    model = sd_models.model_for_submit(model)
+    model = sd_models.model_for_submit(model, user)
     cost = job_cost(width=width, height=height, steps=steps, num_images=num_images, model=model)
     files = _store_canvas_files(user, canvas) if canvas is not None else {}
     try:

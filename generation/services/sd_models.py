@@ -114,19 +114,30 @@ def model_repair(*, model: SDModel) -> SDModel:
     return model
 
 
-def model_for_submit(model: SDModel | None) -> SDModel:
-    """The model a new job runs on: `model` as it is now, or the default one (the studio's own
-    model, registered the first time). ModelNotUsable when it is not offered."""
+def model_for_submit(model: SDModel | None, user=None) -> SDModel:
+    """The model a new job of `user` runs on: `model` as it is now, or the default one (the studio's
+    own model, registered the first time). ModelNotUsable when it is not offered to them."""
     from generation.selectors import default_model
 
     model = SDModel.objects.filter(pk=model.pk).first() if model is not None else default_model() or builtin_model()
-    if model is None:
+    if model is None or (model.owner_id is not None and (user is None or model.owner_id != user.pk)):
         raise ModelNotUsable("That model is no longer registered.")
     if model.is_broken:
         raise ModelNotUsable(f"The model {model.title} is unavailable: a worker could not load it "
                              f"({model.broken_reason}).")
     if not model.enabled:
         raise ModelNotUsable(f"The model {model.title} is no longer offered; choose another.")
+    return model
+
+
+@transaction.atomic
+def model_register_private(*, owner, title: str, local_dir: str, storage_folder: str, description: str = "") -> SDModel:
+    """A full fine-tune's model variant, private to `owner`: its diffusers folder is in the file
+    storage under `storage_folder` (a copy of `local_dir`, read here for its info and hash)."""
+    base = slugify(f"{owner.pk}-{title}")[:90] or f"{owner.pk}-model"
+    model = SDModel.objects.create(name=_free_name(base), title=title[:200], description=description,
+                                   owner=owner, storage_folder=storage_folder, info=read_info(local_dir))
+    transaction.on_commit(wakeup.tell_workers_models_changed)
     return model
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -42,7 +43,7 @@ from generation.engine.training.spec import (
 from generation.engine.training.spec import TrainingImage as SpecImage
 from generation.models import Image, Job, JobKind, JobState, LoRA, LoRASource, Training, TrainingImage
 from generation.selectors import model_info, model_path
-from generation.services import wakeup
+from generation.services import sd_models, wakeup
 from generation.services.files import files_delete_now, files_delete_on_commit
 from generation.services.jobs import TooManyActiveJobs, _lock_user_for_submit
 from generation.services.loras import lora_create_from_bytes, lora_name_problem
@@ -200,8 +201,9 @@ def training_submit(*, user, name: str, spec_fields: dict, images: list[Training
         if not permissions.can_full_finetune(user):
             raise TrainingRefused("You may not train a full fine-tune; train a LoRA instead.", field="full_finetune",
                                   status=403)
-        raise TrainingRefused("Full fine-tunes cannot be run on this studio yet; train a LoRA instead.",
-                              field="full_finetune")
+        if not Path(spec.base_model_path).is_dir():
+            raise TrainingRefused("A full fine-tune starts from a model in diffusers folders; this studio's model is "
+                                  "a single file. Train a LoRA instead.", field="full_finetune")
     _lock_user_for_submit(user)
     name = _check_name(user, name)
     active = Job.objects.filter(user=user).active().count()
@@ -392,12 +394,20 @@ def _drop_checkpoint_files(training: Training) -> None:
 
 
 @transaction.atomic
-def training_succeed(*, lease: Lease, result: TrainingResult) -> Job:
-    """The run finished: its LoRA, the whole cost captured, SUCCEEDED."""
+def training_succeed(*, lease: Lease, result: TrainingResult, model_folder: str = "") -> Job:
+    """The run finished: its LoRA (a full fine-tune: its private model, whose folder the worker
+    stored under `model_folder`), the whole cost captured, SUCCEEDED."""
     job, training = _locked_leased_training(lease)
-    if not result.lora:
+    if training.full_finetune:
+        if not (model_folder and result.model_dir):
+            raise ValueError("a finished full fine-tune has a model folder")
+        sd_models.model_register_private(
+            owner=job.user, title=training.name, local_dir=result.model_dir, storage_folder=model_folder,
+            description=f"Fine-tuned from {job.model_name} ({result.steps_done} steps).")
+    elif not result.lora:
         raise ValueError("a finished training has a LoRA")
-    _lora_from(job, training, result.lora, steps=result.steps_done)
+    else:
+        _lora_from(job, training, result.lora, steps=result.steps_done)
     billing.credits_capture(subject=job.billing_subject, amount=job.cost)
     _drop_checkpoint_files(training)
     Training.objects.filter(pk=training.pk).update(checkpoint_step=result.steps_done)
