@@ -58,6 +58,9 @@ class PngInfo:
     fields: dict[str, object] = field(default_factory=dict)  # Create form field -> value
     used: list[tuple[str, str]] = field(default_factory=list)  # (label, value) as shown
     unused: list[Unused] = field(default_factory=list)
+    # The model the picture names: (name, hash, as shown); and the offered model it matched, if any.
+    model_ref: tuple[str, str, str] = ("", "", "")
+    model_info: ModelInfo | None = None
 
     @property
     def found(self) -> bool:
@@ -77,15 +80,18 @@ class PngInfo:
         return values
 
 
-def png_info_from_text(text: dict[str, str], info: ModelInfo, loras=None) -> PngInfo:
+def png_info_from_text(text: dict[str, str], info: ModelInfo, loras=None, models=None) -> PngInfo:
     """Read a PNG's text chunks (keyword -> text). `loras`: the LoRAs the user may use
-    (forms.usable_loras), against which the prompt's <lora:name:w> tags are checked."""
+    (forms.usable_loras), against which the prompt's <lora:name:w> tags are checked. `models`: the
+    models the user may pick (selectors.models_offered): the picture's model, when one of them,
+    fills the picker (`model`) and its limits check the other values; `info` is the form's model."""
     if text.get("parameters", "").strip():
         result = _from_infotext(text["parameters"], info)
     elif text.get("prompt", "").strip():
         result = _from_comfyui(text["prompt"], info)
     else:
         return PngInfo()
+    info = _resolve_model(result, info, models or [])
     _check(result, info)
     if loras is not None:
         _check_loras(result, text.get("parameters", ""), loras)
@@ -133,9 +139,8 @@ def _from_infotext(infotext: str, info: ModelInfo) -> PngInfo:
         if key in parsed and name not in typed:
             result.unused.append(Unused(key, parsed[key], "not a number we can read"))
     _a1111_sampler(parsed, result)
-    if ("Model" in parsed or "Model hash" in parsed) and not _same_model(parsed, info):
-        model = " ".join(filter(None, (parsed.get("Model"), parsed.get("Model hash") and f"({parsed['Model hash']})")))
-        result.unused.append(Unused("Model", model, f"this studio generates with its model “{info.name}”"))
+    name, model_hash = parsed.get("Model", ""), parsed.get("Model hash", "")
+    result.model_ref = (name, model_hash, " ".join(filter(None, (name, model_hash and f"({model_hash})"))))
     for key, value in parsed.items():
         if key in _A1111_USED:
             continue
@@ -146,10 +151,30 @@ def _from_infotext(infotext: str, info: ModelInfo) -> PngInfo:
     return result
 
 
-def _same_model(parsed: dict[str, str], info: ModelInfo) -> bool:
-    if parsed.get("Model hash"):
-        return parsed["Model hash"].lower() == info.hash.lower()
-    return parsed.get("Model") == info.name
+def _names_model(name: str, model_hash: str, info: ModelInfo, *names: str) -> bool:
+    """Whether a picture's (Model, Model hash) is this model: by hash when it has one, else by name."""
+    if model_hash:
+        return model_hash.lower() == info.hash.lower()
+    return name in (info.name, *names)
+
+
+def _resolve_model(result: PngInfo, info: ModelInfo, models) -> ModelInfo:
+    """The picture's model: one of `models` fills the picker; the form's own model (`info`) needs
+    nothing; any other is listed as not used. Returns the model the values are checked against."""
+    name, model_hash, shown = result.model_ref
+    if not (name or model_hash):
+        return info
+    match = next((model for model in models
+                  if _names_model(name, model_hash, model.model_info(), model.name, model.title)), None)
+    if match is not None:
+        result.model_info = match.model_info()
+        if not _names_model(name, model_hash, info) or len(models) > 1:
+            result.fields["model"] = match.name
+            result.used.append(("Model", match.title))
+        return result.model_info
+    if not _names_model(name, model_hash, info):
+        result.unused.append(Unused("Model", shown, f"this studio generates with its model “{info.name}”"))
+    return info
 
 
 def _a1111_sampler(parsed: dict[str, str], result: PngInfo) -> None:
@@ -204,8 +229,8 @@ def _from_comfyui(prompt_json: str, info: ModelInfo) -> PngInfo:
         result.unused.append(Unused("Denoise", f"{denoise:g}", "image to image: open the image in the canvas"))
     checkpoint = next((_inputs(node).get("ckpt_name") for node in nodes.values()
                        if node.get("class_type") == "CheckpointLoaderSimple"), None)
-    if isinstance(checkpoint, str) and checkpoint.rsplit(".", 1)[0] != info.name:
-        result.unused.append(Unused("Model", checkpoint, f"this studio generates with its model “{info.name}”"))
+    if isinstance(checkpoint, str):
+        result.model_ref = (checkpoint.rsplit(".", 1)[0], "", checkpoint)
     return result
 
 

@@ -32,7 +32,9 @@ def png_info(request: HttpRequest) -> HttpResponse:
         error, status = "Choose a PNG file to read its parameters.", 400
     else:
         try:
-            result = png_info_from_text(upload_read_png_text(data=upload), info, loras=usable_loras(request.user))
+            result = png_info_from_text(upload_read_png_text(data=upload), info, loras=usable_loras(request.user),
+                                        models=list(selectors.models_offered(request.user)))
+            info = result.model_info or info  # the picture's model, when it is one of ours
         except UploadRefused as refused:
             error, status = refused.message, refused.status
     context = {"png_info": result or PngInfo(), "png_info_error": error, "png_info_posted": True}
@@ -50,7 +52,8 @@ def _create_page(request: HttpRequest, info, result: PngInfo | None) -> dict:
     initial = _remembered_destination(request)
     if result is not None:
         initial.update({key: value for key, value in result.form_values(info).items() if value is not None})
-    form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user)
+    form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user,
+                      models=selectors.models_offered(request.user))
     if initial.get("save_to", "") not in form.teams:  # as the create view: a team I may no longer create in
         for key in ("save_to", "bill_team"):
             form.initial.pop(key, None)

@@ -57,7 +57,10 @@ def _initial_from_job(request: HttpRequest) -> dict:
         "prompt": job.prompt, "negative_prompt": job.negative_prompt, "steps": job.steps,
         "guidance_scale": job.guidance_scale, "sampler": job.sampler, "num_images": job.num_images,
     }
-    info = selectors.model_info()
+    model = selectors.models_offered(request.user).filter(pk=job.model_id).first() if job.model_id else None
+    if model is not None:  # its model, if I may still pick it (else the one Create starts with)
+        initial["model"] = model
+    info = selectors.model_info(model)
     aspect = next((key for key in ASPECT_RATIOS if size_for_aspect(key, info) == (job.width, job.height)), None)
     if aspect:
         initial["aspect"] = aspect
@@ -153,9 +156,11 @@ def create(request: HttpRequest) -> HttpResponse:
     teams = list(selectors.teams_user_can_save_into(request.user))
     offered = selectors.models_offered(request.user)
     if request.method == "GET":
-        model = selectors.model_remembered(request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
+        from_job = _initial_from_job(request)
+        model = from_job.get("model") or selectors.model_remembered(
+            request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
         info = selectors.model_info(model)
-        initial = {**_remembered_destination(request), **_initial_from_job(request), **_model_initial(model)}
+        initial = {**_remembered_destination(request), **_model_initial(model), **from_job}
         form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user, models=offered)
         if initial.get("save_to", "") not in form.teams:  # a team I may no longer create in
             for key in ("save_to", "bill_team"):

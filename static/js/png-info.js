@@ -41,7 +41,8 @@
   });
 
   // -- writing the fields into the Create form ------------------------------------------------------
-  var PLAIN_FIELDS = ["prompt", "negative_prompt", "steps", "guidance_scale", "sampler", "seed", "width", "height"];
+  // The model first: picking it by hand would put its defaults in; here the picture's values win.
+  var PLAIN_FIELDS = ["model", "prompt", "negative_prompt", "steps", "guidance_scale", "sampler", "seed", "width", "height"];
 
   function mark(element) {
     var field = element.closest(".field") || element;

@@ -227,3 +227,21 @@ def test_the_model_pages_are_staff_only(client):
     assert client.get(reverse("generation:staff_models")).status_code == 302  # to the admin login
     assert client.post(reverse("generation:staff_model_register"), {"name": "x", "path": "/"}).status_code == 302
     assert not SDModel.objects.exists()
+
+
+def test_reusing_a_job_or_a_pngs_settings_picks_its_model(client, second_model):
+    from tests.generation import upload_corpus as corpus
+    from tests.generation.test_png_info import fields_json, post
+
+    user = make_user(credits=100)
+    client.force_login(user)
+    job = services.job_submit(user=user, **job_params(steps=5), model=second_model)
+    page = client.get(f"{reverse('generation:create')}?from={job.pk}").content.decode()
+    assert re.search(r'<option value="second"[^>]*selected>', page) and 'name="steps" value="5"' in page
+
+    parameters = "a red circle\nSteps: 6, Sampler: Euler, CFG scale: 3, Seed: 1, Size: 64x64, Model: second"
+    fields = fields_json(post(client, corpus.png_with_text(parameters=parameters)))
+    assert (fields["model"], fields["steps"]) == ("second", 6)
+    elsewhere = parameters.replace("Model: second", "Model hash: 0123456789, Model: elsewhere")
+    response = post(client, corpus.png_with_text(parameters=elsewhere))
+    assert "model" not in fields_json(response) and "elsewhere (0123456789)" in response.content.decode()
