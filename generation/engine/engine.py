@@ -187,9 +187,8 @@ class Engine:
         Each request keeps its own prompt, negative prompt, seeds (image i: seed + i, each image its
         own generator, as generate() seeds them), previews and StepUpdates (on_step[k], its own
         frames only) and cancel (should_cancel[k], polled after every step while it is live). A
-        request cancelled mid-batch is interrupted at once (its hooks are not called again) while
-        the others go on; its rows keep being computed to the end of the batch (diffusers'
-        multistep schedulers hold per-row state that cannot be cut cheaply) and are dropped. When
+        request cancelled mid-batch is interrupted at once (its hooks are not called again) and
+        its rows leave the batch for the remaining steps (_drop_rows) while the others go on; when
         every request is cancelled the run stops. A request cancelled before the start is left
         out of the batch. engine_seconds of each is its time in the engine, the batch's steps and
         its own decoding. Raises InvalidRequest for an invalid request or requests that cannot
@@ -221,13 +220,13 @@ class Engine:
                 [requests[k] for k in batch], canvas, [on_step[k] for k in batch], [should_cancel[k] for k in batch],
                 previews, preview_interval_s,
             )
-            offset = 0
-            for k, stopped in zip(batch, cancelled_at):
-                rows = latents[offset : offset + requests[k].num_images]
-                offset += requests[k].num_images
+            offset = 0  # the latents hold the rows of the requests that ran to the end, in order
+            for k, stopped in zip(batch, cancelled_at, strict=True):
                 if stopped is not None:
                     results[k] = GenerationResult(images=[], interrupted=True, engine_seconds=stopped - started)
                 else:
+                    rows = latents[offset : offset + requests[k].num_images]
+                    offset += requests[k].num_images
                     images = self._finish(requests[k], canvas, rows)
                     results[k] = GenerationResult(images=images, interrupted=False,
                                                   engine_seconds=time.perf_counter() - started)
@@ -274,9 +273,10 @@ class Engine:
         previewer = self._previewer if previews else None
         state = {"last_frame": None}
         cancelled_at: list[float | None] = [None] * len(requests)
-        bounds, offset = [], 0
-        for request in requests:
-            bounds.append((offset, offset + request.num_images))
+        rows = [range(0, 0)] * len(requests)  # each request's rows in the batch now (a cancelled one has none)
+        offset = 0
+        for k, request in enumerate(requests):
+            rows[k] = range(offset, offset + request.num_images)
             offset += request.num_images
 
         def on_step_end(pipeline, i, t, callback_kwargs):
@@ -293,18 +293,22 @@ class Engine:
                     if canvas is not None:
                         frames = canvas.preview(frames)
                     state["last_frame"] = now
-            for k, (low, high) in enumerate(bounds):
+            for k, own in enumerate(rows):
                 if cancelled_at[k] is not None:
                     continue
                 if on_step[k] is not None:
-                    frame = encode_frame(grid(frames[low:high])) if frames is not None else None
+                    frame = encode_frame(grid(frames[own.start : own.stop])) if frames is not None else None
                     on_step[k](StepUpdate(step=step, total_steps=total, preview_png=frame,
                                           preview_mime=PREVIEW_MIME if frame is not None else ""))
                 if should_cancel[k] is not None and should_cancel[k]():
                     cancelled_at[k] = time.perf_counter()
             if all(stopped is not None for stopped in cancelled_at):
                 pipeline._interrupt = True  # diffusers skips the remaining steps
-            return {}
+                return {}
+            leaving = [k for k, own in enumerate(rows) if cancelled_at[k] is not None and len(own)]
+            if not leaving:
+                return {}
+            return self._drop_rows(pipeline, callback_kwargs, rows, leaving, generators)
 
         guided = first.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None  # as diffusers decides
         prompt_embeds, negative_prompt_embeds = self._embeddings(pipe, requests, guided)
@@ -320,9 +324,47 @@ class Engine:
             generator=generators,
             output_type="latent",  # decoded below, and not at all when interrupted
             callback_on_step_end=on_step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
+            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
         )
         return out.images, cancelled_at
+
+    @staticmethod
+    def _drop_rows(pipeline, tensors, rows, leaving, generators) -> dict:
+        """Take the rows of cancelled requests out of the batch for the remaining steps: the
+        latents, the prompt embeddings (negative and positive halves under guidance), the images'
+        generators (the list the scheduler draws its noise from, changed in place) and every
+        per-row tensor the scheduler keeps between steps (the multistep solvers' model outputs,
+        UniPC's last sample). `rows` is updated to the rows each request has afterwards."""
+        latents = tensors["latents"]
+        count = latents.shape[0]
+        keep = [r for k, own in enumerate(rows) if k not in leaving for r in own]
+        index = torch.tensor(keep, device=latents.device)
+
+        def cut(value):
+            if isinstance(value, torch.Tensor) and value.ndim == latents.ndim and value.shape[0] == count:
+                return value.index_select(0, index.to(value.device))
+            if isinstance(value, list) and any(isinstance(item, torch.Tensor) for item in value):
+                return [cut(item) for item in value]
+            return value
+
+        scheduler = pipeline.scheduler
+        for name, value in list(vars(scheduler).items()):
+            cut_value = cut(value)
+            if cut_value is not value:
+                setattr(scheduler, name, cut_value)
+        embeds = tensors["prompt_embeds"]
+        if embeds.shape[0] == 2 * count:  # [negative; positive] under classifier-free guidance
+            embeds = torch.cat([embeds[:count].index_select(0, index.to(embeds.device)),
+                                embeds[count:].index_select(0, index.to(embeds.device))])
+        else:
+            embeds = embeds.index_select(0, index.to(embeds.device))
+        generators[:] = [generators[r] for r in keep]
+        offset = 0
+        for k, own in enumerate(rows):
+            size = 0 if k in leaving else len(own)
+            rows[k] = range(offset, offset + size)
+            offset += size
+        return {"latents": latents.index_select(0, index), "prompt_embeds": embeds}
 
     def _finish(self, request: GenerationRequest, canvas: Canvas | None,
                 latents: torch.Tensor) -> list[GeneratedImage]:

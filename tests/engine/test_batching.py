@@ -5,7 +5,8 @@ run alone.
 Tolerance (CPU, float32, one torch thread): a batched image may differ from the same request run
 alone by at most 1 level of 255 in a pixel channel (the UNet's batched convolutions round
 differently); measured on the demo model over all six samplers, 128x128, 4 steps: max 1, mean
-<= 0.0002 levels. The seeds, sizes and PNG parameters are identical.
+<= 0.0002 levels. The seeds, sizes and PNG parameters are identical. The same holds for the
+requests that stay when another one's rows leave the batch mid-run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.engine import GenerationRequest, InvalidRequest
+from generation.engine import SAMPLERS, GenerationRequest, InvalidRequest
 from generation.engine.contracts import LoraRef
 from generation.engine.engine import batch_key
 from generation.engine.previews import frame_distance
@@ -95,6 +96,8 @@ def test_a_request_cancelled_mid_batch_leaves_it_and_the_others_finish_as_alone(
     assert batched[1].interrupted and batched[1].images == []
     assert [u.step for u in updates[1]] == [1, 2]  # no update after its cancel
     assert [u.step for u in updates[0]] == [1, 2, 3, 4, 5, 6] == [u.step for u in updates[2]]
+    last = updates[2][-1].preview_png
+    assert frame_distance(last, batched[2].images[0].png) < frame_distance(last, batched[0].images[0].png)
     assert_same_images(batched[0], engine.generate(requests[0]))
     assert_same_images(batched[2], engine.generate(requests[2]))
     assert batched[1].engine_seconds <= batched[0].engine_seconds
@@ -140,3 +143,29 @@ def test_batch_key_is_what_a_batch_shares():
     assert batch_key(dataclasses.replace(base, loras=(lora,))) == batch_key(
         dataclasses.replace(base, loras=(dataclasses.replace(lora, name="renamed", path="/y"),)))
     assert batch_key(base) != batch_key(dataclasses.replace(base, mode="img2img"))
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_a_cancelled_requests_rows_leave_the_unet_and_the_others_stay_as_alone(engine, requests_of_three_users,
+                                                                                 sampler):
+    requests = [dataclasses.replace(r, steps=5, sampler=sampler) for r in requests_of_three_users]
+    rows = []
+    hook = engine.pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    updates = [[], [], []]
+    try:
+        batched = engine.generate_batch(
+            requests, on_step=[u.append for u in updates],
+            should_cancel=[None, lambda: len(updates[1]) >= 2, lambda: False], preview_interval_s=0.0,
+        )
+    finally:
+        hook.remove()
+    assert rows == [8, 8, 4, 4, 4]  # (1 + 2 + 1 images) x 2 for guidance, then without its 2 images
+    assert batched[1].interrupted and [u.step for u in updates[1]] == [1, 2]
+    assert [u.step for u in updates[2]] == [1, 2, 3, 4, 5]
+    assert all(u.preview_png for u in updates[2])  # its own frame, from its rows, after the cut too
+    assert Image.open(io.BytesIO(updates[2][-1].preview_png)).size == Image.open(
+        io.BytesIO(updates[2][0].preview_png)).size
+    last = updates[2][-1].preview_png
+    assert frame_distance(last, batched[2].images[0].png) < frame_distance(last, batched[0].images[0].png)
+    assert_same_images(batched[0], engine.generate(requests[0]))
+    assert_same_images(batched[2], engine.generate(requests[2]))
