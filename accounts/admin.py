@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from accounts.models import ApiKey, Signup
+from accounts.models import ApiKey, Signup, Team
 
 
 @admin.register(Signup)
@@ -27,4 +27,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    """Staff set a team's share of the queue here (docs/teams.md, "Fair share"); members, roles and
+    wallets change through the team pages and their services, never here."""
+
+    list_display = ["name", "created_by", "queue_weight", "created_at"]
+    search_fields = ["name", "created_by__email"]
+    fields = ["name", "created_by", "created_at", "queue_weight"]
+    readonly_fields = ["name", "created_by", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

@@ -4,9 +4,12 @@ roles and invitations."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 
 class Signup(models.Model):
@@ -55,9 +58,18 @@ class Team(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Its share of the GPUs when its jobs wait beside others (a user counts 1): a team of weight 2
+    # gets two turns for one of a user's, for the jobs its wallet pays (docs/teams.md, "Fair share").
+    queue_weight = models.DecimalField(
+        max_digits=5, decimal_places=2, default=Decimal("1.00"),
+        validators=[MinValueValidator(Decimal("0.1")), MaxValueValidator(Decimal("100"))],
+        help_text="Turns in the queue per round, against 1 for a user (0.1-100).")
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(queue_weight__gte=Decimal("0.1")), name="team_queue_weight_positive"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -204,6 +204,8 @@ STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = float(os.environ.get("STUDIO_TRAINING_DRAF
 # Redis, and more threads than free cores spin (docs/benchmarks.md). 0 or empty: torch's default.
 # Several models (docs/models.md): the models a worker runs (SDModel names, comma-separated; empty:
 # all) and how many it keeps loaded at most (fewer when memory is short: least recently used out).
+# Fair share (docs/teams.md): turns are counted over the jobs started in this window.
+STUDIO_FAIR_SHARE_WINDOW_SECONDS = int(os.environ.get("STUDIO_FAIR_SHARE_WINDOW_SECONDS", "600"))
 STUDIO_WORKER_MODELS = [name.strip() for name in os.environ.get("STUDIO_WORKER_MODELS", "").split(",") if name.strip()]
 STUDIO_WORKER_MAX_WARM_MODELS = int(os.environ.get("STUDIO_WORKER_MAX_WARM_MODELS", "2"))
 # Batching across users (docs/engine.md): compatible queued jobs run as one batch on the UNet, of at

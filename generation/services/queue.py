@@ -7,8 +7,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Case, Count, F, FloatField, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from billing import services as billing
@@ -42,25 +42,48 @@ def lease_expiry():
     return timezone.now() + timedelta(seconds=settings.STUDIO_JOB_LEASE_SECONDS)
 
 
+def _per_account(queryset, field: str):
+    """For a queued job (OuterRef): a value over the jobs of its account, by `field` ("user" or "team")."""
+    return queryset.values(field).annotate(n=Count("pk")).values("n")
+
+
+def _account_value(user_value, team_value, default):
+    """The value of the job's account: its team's when the team's wallet pays, else its user's."""
+    return Case(When(billed_to_team=True, then=Coalesce(team_value, default)), default=Coalesce(user_value, default))
+
+
 def _fair_queue(kinds, models=()):
-    """Queued jobs of `kinds` in fair-share order: the user with the fewest running jobs first,
-    then the one served longest ago (over every kind: a user's running training counts against
-    their next generation, and back), then the oldest job."""
-    running = (
-        Job.objects.filter(user=OuterRef("user"), state=JobState.RUNNING)
-        .values("user").annotate(n=Count("pk")).values("n")
-    )
-    last_started = (
-        Job.objects.filter(user=OuterRef("user"), started_at__isnull=False)
-        .order_by("-started_at").values("started_at")[:1]
-    )
+    """Queued jobs of `kinds` in fair-share order (docs/teams.md, "Fair share").
+
+    Who takes turns is an account: a team for the jobs its wallet pays, else the user (so a team
+    of many members is one account, and a user with many jobs is one). Accounts with fewer running
+    jobs per unit of weight go first (Team.queue_weight; a user weighs 1), then those with fewer
+    jobs started in the last STUDIO_FAIR_SHARE_WINDOW_SECONDS per weight (a team of weight 2 gets
+    two turns for a user's one), then the one served longest ago, then the oldest job. Over every
+    kind: a user's running training counts against their next generation, and back.
+    """
+    since = timezone.now() - timedelta(seconds=settings.STUDIO_FAIR_SHARE_WINDOW_SECONDS)
+    mine = Job.objects.filter(user=OuterRef("user"), billed_to_team=False)
+    teams = Job.objects.filter(team=OuterRef("team"), billed_to_team=True)
+    running = _account_value(Subquery(_per_account(mine.filter(state=JobState.RUNNING), "user")),
+                             Subquery(_per_account(teams.filter(state=JobState.RUNNING), "team")), 0)
+    recent = _account_value(Subquery(_per_account(mine.filter(started_at__gte=since), "user")),
+                            Subquery(_per_account(teams.filter(started_at__gte=since), "team")), 0)
+    last_started = _account_value(
+        Subquery(mine.filter(started_at__isnull=False).order_by("-started_at").values("started_at")[:1]),
+        Subquery(teams.filter(started_at__isnull=False).order_by("-started_at").values("started_at")[:1]), None)
+    weight = Case(When(billed_to_team=True, then=Cast("team__queue_weight", FloatField())), default=Value(1.0))
     queued = Job.objects.filter(state=JobState.QUEUED, kind__in=kinds)
     if models:  # a worker limited to some models: their generation jobs only (trainings as before)
         queued = queued.filter(Q(kind=JobKind.TRAIN) | Q(model__name__in=models))
     return (
         queued
-        .annotate(user_running=Coalesce(Subquery(running), 0), user_last_started=Subquery(last_started))
-        .order_by("user_running", F("user_last_started").asc(nulls_first=True), "created_at")
+        .annotate(account_weight=weight,
+                  account_running=Cast(running, FloatField()) / F("account_weight"),
+                  account_recent=Cast(recent, FloatField()) / F("account_weight"),
+                  account_last_started=last_started)
+        .order_by("account_running", "account_recent", F("account_last_started").asc(nulls_first=True),
+                  "created_at")
     )
 
 
