@@ -134,6 +134,28 @@ def test_a_worker_limited_to_a_model_never_batches_another_models_job(tmp_path):
     assert claimed(services.job_claim_batch(worker_id="any")) == [job.pk for job in default_jobs]
 
 
+@pytest.mark.database
+def test_a_job_another_worker_takes_while_the_batch_fills_is_passed_over(monkeypatch):
+    from generation.services import queue
+
+    users = [make_user(credits=100) for _ in range(4)]
+    jobs = [submit_job(user) for user in users]
+    claim = queue._claim
+    calls, rival = [], []
+
+    def claim_after_a_rival(job_id, worker_id):
+        calls.append(worker_id)
+        if calls == ["w", "w"]:  # the batch's first fill: another worker's claim gets there first
+            rival.append(services.job_claim_next(worker_id="rival"))
+        return claim(job_id, worker_id)
+
+    monkeypatch.setattr(queue, "_claim", claim_after_a_rival)
+    batch = services.job_claim_batch(worker_id="w")
+    assert claimed(rival) == [jobs[1].pk]
+    assert claimed(batch) == [jobs[0].pk, jobs[2].pk, jobs[3].pk]
+    assert Job.objects.get(pk=jobs[1].pk).lease_owner == "rival"
+
+
 # -- The worker ---------------------------------------------------------------------------------
 
 def pixels(job) -> np.ndarray:
