@@ -295,3 +295,57 @@ def test_several_class_prompts_spread_the_class_images_over_them(trainer):
         with pytest.raises(InvalidRequest) as info:
             trainer.run(_spec(**{**common, **bad}))
         assert message in str(info.value)
+
+
+def test_token_embeddings_train_only_the_instance_tokens_rows_and_load_as_a_lora(trainer, tmp_path):
+    """Textual inversion beside the LoRA: the instance token's own ids (the demo tokenizer spells
+    "zwx" as z, w, x) get trained rows, saved as a LoRA module on the embedding weight that the
+    engine's LoraSet fuses like any other; every other row (so every old prompt's encoding) stays
+    bit for bit the base model's, and a checkpoint resumes it exactly."""
+    import hashlib
+
+    from generation.engine.contracts import LoraRef
+    from generation.engine.lora import LoraSet
+    from generation.engine.training.spec import token_embeddings_of
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    common = dict(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
+                  class_prompts=("a square", "a red circle"), prior_preservation=True, num_class_images=2,
+                  steps=10, learning_rate=5e-3)
+    spec = _spec(train_token_embeddings=True, checkpoint_every=5, **common)
+    assert token_embeddings_of(spec) and not token_embeddings_of(_spec(**common))  # off by default
+    checkpoints = []
+    result = trainer.run(spec, on_checkpoint=checkpoints.append)
+    tokenizer = CLIPTokenizer.from_pretrained(MODEL / "tokenizer")
+    ids = tokenizer.convert_tokens_to_ids(["z", "w", "x</w>"])
+    summary = inspect_lora(result.lora, model_path=str(MODEL))
+    assert summary.text_encoder_modules == ("embeddings.token_embedding",)  # no text-encoder LoRA asked
+    assert summary.metadata["studio_token_embeddings"] == "z w x</w>"
+    assert summary.unet_modules  # the UNet's LoRA as before
+
+    pipe = StableDiffusionPipeline.from_pretrained(MODEL, safety_checker=None)
+    embedding = pipe.text_encoder.get_submodule("embeddings.token_embedding").weight
+    base = embedding.detach().clone()
+    loras = LoraSet({"unet": pipe.unet, "text_encoder": pipe.text_encoder}, model_path=MODEL, device="cpu")
+    path = tmp_path / "ti.safetensors"
+    path.write_bytes(result.lora)
+    loras.use([LoraRef(name="ti", sha256=hashlib.sha256(result.lora).hexdigest(), path=str(path))])
+    fused = embedding.detach().clone()
+    changed = (fused != base).any(dim=1).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(ids)  # only z, w and x</w> move; every other row exactly as before
+    delta = read_state(checkpoints[-1].state)[0]["param.text_encoder.token_embedding_delta"]
+    torch.testing.assert_close(fused[ids] - base[ids], delta, rtol=1e-5, atol=1e-6)
+    assert delta.abs().max() > 1e-3  # it did train
+    loras.use([])
+    assert torch.equal(embedding, base)
+
+    # resumed from the step-5 checkpoint: the same LoRA as the run without a stop
+    resumed = trainer.run(spec, resume=checkpoints[0])
+    a, b = _lora_tensors(result.lora), _lora_tensors(resumed.lora)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-7)
+    with pytest.raises(InvalidRequest) as info:
+        trainer.run(_spec(train_token_embeddings=True))  # LoRA has no instance token
+    assert info.value.field == "train_token_embeddings"

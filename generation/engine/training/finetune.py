@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import shutil
 import struct
 import tempfile
@@ -37,7 +38,7 @@ from ..loading import dtype_kwarg, quiet_progress
 from ..lora_format import kohya_from_peft
 from . import diffusion
 from .spec import (TrainingCheckpoint, TrainingResult, TrainingSpec, TrainingUpdate, class_prompts_of,
-                   lora_targets_of, validate_spec)
+                   lora_targets_of, token_embeddings_of, validate_spec)
 
 UNET_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 # spec.lora_targets -> PEFT target_modules (a list of module-name suffixes, or a full-match regex)
@@ -46,6 +47,20 @@ UNET_LORA_TARGETS: dict[str, list[str] | str] = {
     "cross_attention": r".*\.attn2\.(to_k|to_v)",
 }
 TEXT_ENCODER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
+# The text encoder's input embeddings (transformers' CLIPTextModel path, without "text_model."):
+# with spec.train_token_embeddings the instance token's rows get a trained offset, saved in the
+# LoRA file as one more text-encoder LoRA module on this weight (up: one-hot rows, down: offsets).
+TOKEN_EMBEDDING_MODULE = "embeddings.token_embedding"
+TOKEN_DELTA_PARAM = "text_encoder.token_embedding_delta"
+# learning rates relative to spec.learning_rate: the token rows' (textual inversion), and the
+# adapters' (1; benchmarks/finetune_shape.py sets 0 to measure textual inversion alone)
+TOKEN_EMBEDDING_LR_SCALE = 1.0
+ADAPTER_LR_SCALE = 1.0
+# DreamBooth's prior weight ramps up from 0 over this fraction of the steps (0: full from the start)
+PRIOR_WARMUP = 0.0
+# the learning rate over the run: "constant", or "cosine" (from the full rate down to 0 at the last
+# step); a function of the step alone, so a resumed run follows it exactly
+LR_SCHEDULE = "constant"
 STATE_FORMAT = "studio-finetune-state/1"
 ADAM_BETAS, ADAM_EPS, WEIGHT_DECAY, MAX_GRAD_NORM = (0.9, 0.999), 1e-8, 1e-2, 1.0
 _DEFAULT_GUIDANCE = 7.0  # for samples, when the model's studio_model.json names none
@@ -118,6 +133,8 @@ def spec_fingerprint(spec: TrainingSpec) -> str:
     # later fields count only when set, so checkpoints written before them still resume
     if lora_targets_of(spec) != "attention":
         fields["lora_targets"] = lora_targets_of(spec)
+    if token_embeddings_of(spec):
+        fields["train_token_embeddings"] = True
     if spec.class_prompts:
         fields["class_prompts"] = list(spec.class_prompts)
     h.update(json.dumps(fields, sort_keys=True).encode())
@@ -183,6 +200,10 @@ class _Run:
         self.pause_every_s = max(0.0, float(pause_every_s))
         self.full = spec.full_finetune
         self.prior = spec.method == "dreambooth" and spec.prior_preservation
+        self.token_embeddings = token_embeddings_of(spec)
+        # the text encoder runs in every step (not cached) when it, or the token rows, are trained
+        self.live_text = spec.train_text_encoder or self.token_embeddings
+        self.token_ids: list[int] = []
         self.alpha = float(spec.alpha if spec.alpha is not None else spec.rank)
         self.autocast_on = self.dtype != torch.float32
         self.losses: list[float] = []
@@ -279,7 +300,7 @@ class _Run:
         self.shift = float(getattr(self.vae.config, "shift_factor", None) or 0.0)
         self.ids = diffusion.tokenize(self.tokenizer, [image.caption for image in spec.images], self.device)
         self.cond_cache = None
-        if not spec.train_text_encoder:
+        if not self.live_text:
             self.cond_cache = self._encode_text(self.ids).float()
 
     def _encode_text(self, ids: torch.Tensor) -> torch.Tensor:
@@ -362,10 +383,43 @@ class _Run:
                 if p.requires_grad:
                     p.data = p.data.float()  # trained tensors in float32 (diffusers' cast_training_params)
                     self.params.append((f"{prefix}.{name}", p))
-        self.optimizer = torch.optim.AdamW([p for _, p in self.params], lr=spec.learning_rate,
+        if self.token_embeddings:
+            self._add_token_delta()
+        groups = [{"params": [p for name, p in self.params if name != TOKEN_DELTA_PARAM],
+                   "lr": spec.learning_rate * ADAPTER_LR_SCALE}]
+        if self.token_embeddings:  # the token rows last, so the optimizer's state indices follow self.params
+            groups.append({"params": [self.token_delta], "lr": spec.learning_rate * TOKEN_EMBEDDING_LR_SCALE})
+        self.optimizer = torch.optim.AdamW(groups, lr=spec.learning_rate,
                                            betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=WEIGHT_DECAY)
         self.generator = torch.Generator("cpu").manual_seed(spec.seed)
         diffusion.use_plain_attention_on_cpu(self.unet, self.device)
+
+    def _add_token_delta(self) -> None:
+        """Textual inversion beside the LoRA: a trained offset (zero at first) for the input
+        embedding of each of the instance token's own tokens (the demo tokenizer spells "zwx" as
+        z, w, x), added by a hook on the embedding layer wherever those ids occur. Special tokens
+        (start, end/pad, unknown) are never trained, so prompts without the token's ids encode
+        exactly as the base model's."""
+        tok = self.tokenizer
+        special = {tok.convert_tokens_to_ids(t) for t in tok.all_special_tokens}
+        ids = []
+        for token_id in tok.convert_tokens_to_ids(tok.tokenize(self.spec.instance_token.strip())):
+            if token_id is not None and token_id not in special and token_id not in ids:
+                ids.append(token_id)
+        self.token_ids = ids
+        if not ids:
+            self.token_embeddings = False
+            return
+        layer = self.text_encoder.get_submodule(TOKEN_EMBEDDING_MODULE)
+        self.token_id_tensor = torch.tensor(ids, device=self.device)
+        self.token_delta = torch.nn.Parameter(torch.zeros(len(ids), layer.weight.shape[1], device=self.device))
+        self.params.append((TOKEN_DELTA_PARAM, self.token_delta))
+
+        def add_delta(module, args, output):
+            hits = (args[0].unsqueeze(-1) == self.token_id_tensor).to(output.dtype)  # [B, L, k]
+            return output + hits @ self.token_delta.to(output.dtype)
+
+        layer.register_forward_hook(add_delta)
 
     # ------------------------------------------------------------------------------- training
 
@@ -381,6 +435,7 @@ class _Run:
             self._between_chunks()
             started = time.monotonic()
             loss = self._loss(self.step)
+            self._set_learning_rate(self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trained, MAX_GRAD_NORM)
@@ -420,7 +475,7 @@ class _Run:
             cidx = [(step * b + k) % len(self.class_latents) for k in range(b)]
             pidx = [c % len(self.class_ids) for c in cidx]  # the class prompt of each class image
             x0 = torch.cat([x0, self.class_latents[cidx]])
-        if self.spec.train_text_encoder:
+        if self.live_text:
             ids = self.ids[idx]
             if self.prior:
                 ids = torch.cat([ids, self.class_ids[pidx]])
@@ -439,8 +494,24 @@ class _Run:
             pred = self.unet(noisy, t, cond).sample.float()
         per_sample = diffusion.per_sample_loss(pred, target.float())
         if self.prior:
-            return per_sample[:b].mean() + spec.prior_loss_weight * per_sample[b:].mean()
+            return per_sample[:b].mean() + self._prior_weight(step) * per_sample[b:].mean()
         return per_sample.mean()
+
+    def _set_learning_rate(self, step: int) -> None:
+        if LR_SCHEDULE == "constant":
+            return
+        factor = 0.5 * (1 + math.cos(math.pi * step / self.spec.steps))
+        for group in self.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = group["base_lr"] * factor
+
+    def _prior_weight(self, step: int) -> float:
+        """prior_loss_weight, ramped up linearly from 0 over the first PRIOR_WARMUP of the steps
+        (0: the full weight from the first step)."""
+        warmup = PRIOR_WARMUP * self.spec.steps
+        if warmup <= 0 or step >= warmup:
+            return self.spec.prior_loss_weight
+        return self.spec.prior_loss_weight * step / warmup
 
     def _between_chunks(self) -> None:
         """Call pause_point when the next chunk (as long as the last one) would end more than
@@ -535,7 +606,23 @@ class _Run:
         if self.spec.train_text_encoder:
             text_state = {k: v.detach().to("cpu", torch.float32).contiguous()
                           for k, v in get_peft_model_state_dict(self.text_encoder).items()}
+        if self.token_embeddings:
+            text_state |= self._token_delta_as_lora()
         return kohya_from_peft(unet_state, text_state, alpha=self.alpha, metadata=self._lora_metadata())
+
+    def _token_delta_as_lora(self) -> dict[str, torch.Tensor]:
+        """The token rows' offsets as a LoRA module on the embedding weight [vocab, width]: up is
+        one-hot [vocab, k] (row i of the token's i-th id), down the offsets [k, width] divided by
+        the module's scale alpha / k, so fusing ``W += alpha / k * up @ down`` adds exactly the
+        offsets to those rows and nothing (an exact zero) to any other."""
+        layer = self.text_encoder.get_submodule(TOKEN_EMBEDDING_MODULE)
+        k = len(self.token_ids)
+        up = torch.zeros(layer.weight.shape[0], k)
+        for i, token_id in enumerate(self.token_ids):
+            up[token_id, i] = 1.0
+        down = self.token_delta.detach().to("cpu", torch.float32) * (k / self.alpha)
+        return {f"{TOKEN_EMBEDDING_MODULE}.lora_A.weight": down.contiguous(),
+                f"{TOKEN_EMBEDDING_MODULE}.lora_B.weight": up}
 
     def _lora_metadata(self) -> dict[str, str]:
         """kohya's ss_* fields (ss_tag_frequency as sd-scripts counts caption tags: comma-separated;
@@ -546,7 +633,7 @@ class _Run:
             for tag in (t.strip() for t in image.caption.split(",")):
                 if tag:
                     tags[tag] = tags.get(tag, 0) + 1
-        return {
+        fields = {
             "ss_network_module": "networks.lora", "ss_network_dim": str(spec.rank),
             "ss_network_alpha": f"{self.alpha:g}", "ss_steps": str(self.step),
             "ss_max_train_steps": str(spec.steps), "ss_seed": str(spec.seed),
@@ -558,6 +645,9 @@ class _Run:
             "studio_train_text_encoder": str(spec.train_text_encoder).lower(),
             "studio_instance_token": spec.instance_token,
         }
+        if self.token_embeddings:  # the tokens whose input embeddings the file changes
+            fields["studio_token_embeddings"] = " ".join(self.tokenizer.convert_ids_to_tokens(self.token_ids))
+        return fields
 
     def _stop(self, *, interrupted: bool) -> TrainingResult:
         """The end (or a cancel): the last samples if due, a checkpoint, and the result."""

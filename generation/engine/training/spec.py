@@ -36,6 +36,9 @@ MAX_CLASS_PROMPTS = 50
 LORA_TARGETS: dict[str, str] = {"attention": "all attention projections",
                                 "cross_attention": "cross-attention keys and values"}
 DEFAULT_LORA_TARGETS: dict[str, str] = {"lora": "attention", "dreambooth": "attention"}
+# Whether a method trains the instance token's input embeddings by default (TrainingSpec.
+# train_token_embeddings None); only DreamBooth has an instance token.
+DEFAULT_TRAIN_TOKEN_EMBEDDINGS: dict[str, bool] = {"lora": False, "dreambooth": False}
 
 # name -> (steps, rank, learning rate): what "quick / standard / thorough" mean, at the batch size
 # of 1 the studio trains with. Measured on the demo model (benchmarks/finetune_shape.py, a new shape
@@ -72,6 +75,10 @@ class TrainingSpec:
     train_text_encoder: bool = False
     seed: int = 0
     lora_targets: str = ""  # key of LORA_TARGETS; "": DEFAULT_LORA_TARGETS[method]
+    # DreamBooth: also train the input embeddings of the instance token's own tokens (textual
+    # inversion beside the LoRA); prompts without those tokens encode exactly as before. None: the
+    # method's default (DEFAULT_TRAIN_TOKEN_EMBEDDINGS).
+    train_token_embeddings: bool | None = None
     # DreamBooth
     instance_prompt: str = ""  # e.g. "a photo of zwx dog"; must contain instance_token
     instance_token: str = ""  # the rare token, e.g. "zwx"
@@ -129,6 +136,16 @@ def lora_targets_of(spec: TrainingSpec) -> str:
     return spec.lora_targets or DEFAULT_LORA_TARGETS.get(spec.method, "attention")
 
 
+def token_embeddings_of(spec: TrainingSpec) -> bool:
+    """Whether a spec trains the instance token's input embeddings: its own setting, or its
+    method's default (never without an instance token, never for a full fine-tune)."""
+    if spec.method != "dreambooth" or spec.full_finetune or not spec.instance_token.strip():
+        return False
+    if spec.train_token_embeddings is None:
+        return DEFAULT_TRAIN_TOKEN_EMBEDDINGS.get(spec.method, False)
+    return bool(spec.train_token_embeddings)
+
+
 def class_prompts_of(spec: TrainingSpec) -> tuple[str, ...]:
     """DreamBooth's class prompts: ``class_prompts`` when given, else the one ``class_prompt``."""
     return tuple(spec.class_prompts) if spec.class_prompts else (spec.class_prompt,)
@@ -162,6 +179,10 @@ def validate_spec(spec: TrainingSpec) -> None:
     if spec.lora_targets and spec.lora_targets not in LORA_TARGETS:
         raise InvalidRequest("lora_targets", f"unknown LoRA targets {spec.lora_targets!r}; "
                                              f"one of {', '.join(LORA_TARGETS)}")
+    if spec.train_token_embeddings not in (None, True, False):
+        raise InvalidRequest("train_token_embeddings", "must be true, false or left out")
+    if spec.train_token_embeddings and spec.method != "dreambooth":
+        raise InvalidRequest("train_token_embeddings", "needs DreamBooth's instance token")
     if spec.method == "dreambooth":
         _validate_dreambooth(spec)
 
