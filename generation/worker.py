@@ -112,11 +112,18 @@ def engine_pool():
 
 def _load_engine(path: str):
     from generation.engine import Engine
+    from generation.engine.speed import SpeedOptions
 
     started = time.monotonic()
-    loaded = Engine(path, taesd_path=settings.STUDIO_TAESD_PATH or None, threads=settings.STUDIO_TORCH_THREADS)
-    logger.info("Loaded model %s (%s) from %s in %.1fs, %d torch thread(s)", loaded.info.name, loaded.info.hash,
-                path, time.monotonic() - started, loaded.threads)
+    speed = SpeedOptions(channels_last=settings.STUDIO_CHANNELS_LAST, vae_tiling=settings.STUDIO_VAE_TILING,
+                         compile_mode=settings.STUDIO_TORCH_COMPILE)
+    loaded = Engine(path, taesd_path=settings.STUDIO_TAESD_PATH or None, threads=settings.STUDIO_TORCH_THREADS,
+                    dtype=settings.STUDIO_DTYPE or None, speed=speed)
+    logger.info("Loaded model %s (%s) from %s in %.1fs, %d torch thread(s), %s on %s (%s)", loaded.info.name,
+                loaded.info.hash, path, time.monotonic() - started, loaded.threads, loaded.dtype, loaded.device,
+                ", ".join(loaded.speed_applied) or "no speed options")
+    if speed.compile_mode:  # compile now, before a job waits for it (preloading runs before claiming)
+        logger.info("Compiled the UNet of %s in a %.1fs warm-up", loaded.info.name, loaded.warm_up())
     return loaded
 
 

@@ -206,6 +206,13 @@ STUDIO_TRAINING_DRAFT_MAX_AGE_HOURS = float(os.environ.get("STUDIO_TRAINING_DRAF
 # all) and how many it keeps loaded at most (fewer when memory is short: least recently used out).
 # Fair share (docs/teams.md): turns are counted over the jobs started in this window.
 STUDIO_FAIR_SHARE_WINDOW_SECONDS = int(os.environ.get("STUDIO_FAIR_SHARE_WINDOW_SECONDS", "600"))
+# Speed on a GPU (docs/engine.md, "Speed options"): the dtype ("" = float16 on CUDA, float32 on
+# CPU; "bf16" where the card has it), channels-last and VAE tiling (CUDA only), torch.compile of the
+# UNet ("" = off, else a mode: default, reduce-overhead, max-autotune), compiled in a warm-up.
+STUDIO_DTYPE = os.environ.get("STUDIO_DTYPE", "")
+STUDIO_CHANNELS_LAST = os.environ.get("STUDIO_CHANNELS_LAST", "1") not in ("0", "", "false")
+STUDIO_VAE_TILING = os.environ.get("STUDIO_VAE_TILING", "1") not in ("0", "", "false")
+STUDIO_TORCH_COMPILE = os.environ.get("STUDIO_TORCH_COMPILE", "")
 STUDIO_WORKER_MODELS = [name.strip() for name in os.environ.get("STUDIO_WORKER_MODELS", "").split(",") if name.strip()]
 STUDIO_WORKER_MAX_WARM_MODELS = int(os.environ.get("STUDIO_WORKER_MAX_WARM_MODELS", "2"))
 # Batching across users (docs/engine.md): compatible queued jobs run as one batch on the UNet, of at

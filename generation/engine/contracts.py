@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# torch.compile modes a worker may compile its UNets with (engine.speed; STUDIO_TORCH_COMPILE).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DTYPES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")  # STUDIO_DTYPE
+
 # Sampler key -> A1111 label. The label is what goes into the PNG infotext.
 SAMPLERS: dict[str, str] = {
     "euler": "Euler",

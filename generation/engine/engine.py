@@ -39,6 +39,7 @@ from .previews import (
 )
 from .prompt_tags import strip_lora_tags
 from .samplers import make_scheduler
+from .speed import SpeedOptions, apply_speed_options
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
            "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -106,7 +107,7 @@ class Engine:
     """
 
     def __init__(self, model_path: str | Path, device: str | None = None, dtype=None,
-                 taesd_path: str | None = None, threads: int | None = None):
+                 taesd_path: str | None = None, threads: int | None = None, speed: SpeedOptions | None = None):
         set_torch_threads(threads)
         self.threads = torch.get_num_threads()
         self.info: ModelInfo = read_model_info(model_path)
@@ -121,6 +122,9 @@ class Engine:
         # request.loras are fused into these (shared by the img2img/inpaint pipelines) per request.
         self.loras = LoraSet({"unet": pipe.unet, "text_encoder": pipe.text_encoder}, model_path=model_path,
                              device=self.device)
+        # After the LoraSet took the plain UNet: a compiled one wraps the same weights (speed.py).
+        self.speed = speed or SpeedOptions()
+        self.speed_applied = apply_speed_options(pipe, self.device, self.speed)
         self._base_scheduler_config = pipe.scheduler.config
         self._lock = threading.Lock()
         self._img2img = self._inpaint = None  # made on first use, sharing this pipeline's components
@@ -139,6 +143,16 @@ class Engine:
             self.preview_method = "linear"
         else:
             self.preview_method = "none"
+
+    def warm_up(self) -> float:
+        """One small generation at the native size, so a compiled UNet compiles now, not in a
+        user's job; the seconds it took."""
+        started = time.perf_counter()
+        info = self.info
+        self.generate(GenerationRequest(prompt="warm-up", width=info.native_width, height=info.native_height,
+                                        steps=2, guidance_scale=info.default_guidance_scale, sampler="euler",
+                                        seed=0), previews=True)
+        return time.perf_counter() - started
 
     def release(self) -> None:
         """Drop the model's weights (an EnginePool evicting it); the engine is unusable afterwards."""
