@@ -8,7 +8,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+from diffusers import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
 
 from .checkpoints import load_pipeline as load_single_file
 from .contracts import (
@@ -80,18 +87,20 @@ def set_torch_threads(threads: int | None) -> None:
         pass  # settable once per process, before any inter-op work; the intra-op pool is what counts
 
 
-def load_sd_pipeline(model_path: str | Path, dtype) -> StableDiffusionPipeline:
-    """A diffusers folder, or a single .safetensors checkpoint (checkpoints.py), loaded offline."""
+def load_sd_pipeline(model_path: str | Path, dtype, family: str = "sd1") -> StableDiffusionPipeline:
+    """A diffusers folder, or a single .safetensors checkpoint (checkpoints.py), loaded offline; an
+    SDXL one (`family`) as a StableDiffusionXLPipeline."""
     if Path(model_path).is_file():
         return load_single_file(model_path, dtype=dtype)  # CheckpointError is a ModelError
+    pipeline_class = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    extra = {} if family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
+                                         "requires_safety_checker": False}
     try:
         with quiet_progress():
-            return StableDiffusionPipeline.from_pretrained(
+            return pipeline_class.from_pretrained(
                 model_path,
                 local_files_only=True,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
+                **extra,
                 **dtype_kwarg(dtype),
             )
     except (OSError, ValueError) as exc:
@@ -99,8 +108,8 @@ def load_sd_pipeline(model_path: str | Path, dtype) -> StableDiffusionPipeline:
 
 
 class Engine:
-    """Loads an SD 1.x/2.x model (a diffusers folder or a .safetensors file) once; generate() runs
-    one request at a time.
+    """Loads an SD 1.x/2.x or SDXL model (a diffusers folder or a .safetensors file) once;
+    generate() runs one request at a time, generate_batch() several compatible ones together.
 
     Not for concurrent use from several threads: calls are serialised by a lock (one GPU, one job).
     ``threads`` sizes torch's CPU thread pools first (see set_torch_threads; None: left alone).
@@ -111,12 +120,13 @@ class Engine:
         set_torch_threads(threads)
         self.threads = torch.get_num_threads()
         self.info: ModelInfo = read_model_info(model_path)
-        if self.info.family == "sdxl":
-            raise ModelError(f"{model_path} is an SDXL model; the engine runs SD 1.x/2.x pipelines for now")
+        self.sdxl = self.info.family == "sdxl"  # two text encoders, pooled embeddings, size conditioning
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        pipe = load_sd_pipeline(model_path, self.dtype)
+        pipe = load_sd_pipeline(model_path, self.dtype, self.info.family)
         pipe.to(self.device)
+        if pipe.vae.config.get("force_upcast") and self.dtype == torch.float16:
+            pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16 (as diffusers' upcast_vae)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
         # request.loras are fused into these (shared by the img2img/inpaint pipelines) per request.
@@ -219,10 +229,16 @@ class Engine:
         if count > 1 and len({batch_key(request) for request in requests}) > 1:
             raise InvalidRequest("batch", "requests of one batch need the same mode (text to image), size, "
                                           "steps, sampler, guidance scale and LoRAs")
+        if count > 1 and requests[0].mode != "txt2img":
+            raise InvalidRequest("batch", "only text to image runs in a batch")
+        if count > 1 and self.inpainting_model:
+            # Text to image on an inpainting model is inpainting a grey canvas (prepare_canvas), which
+            # is not batched across requests: they run one after another, each as it would alone.
+            return [self.generate_batch([request], on_step=[step], should_cancel=[cancel], previews=previews,
+                                        preview_interval_s=preview_interval_s)[0]
+                    for request, step, cancel in zip(requests, on_step, should_cancel, strict=True)]
         # Decodes and checks the source and mask before taking the lock (a bad file fails fast).
         canvas = prepare_canvas(requests[0], inpainting_model=self.inpainting_model)
-        if count > 1 and (requests[0].mode != "txt2img" or canvas is not None):
-            raise InvalidRequest("batch", "only text to image on a regular (4-channel) model runs in a batch")
         with self._lock:
             started = time.perf_counter()
             results = [GenerationResult(images=[], interrupted=True, engine_seconds=0.0)] * count
@@ -255,26 +271,31 @@ class Engine:
             return self.pipe, {"width": request.width, "height": request.height}
         if canvas.mask is None:
             if self._img2img is None:
-                self._img2img = StableDiffusionImg2ImgPipeline.from_pipe(self.pipe)
+                pipeline_class = StableDiffusionXLImg2ImgPipeline if self.sdxl else StableDiffusionImg2ImgPipeline
+                self._img2img = pipeline_class.from_pipe(self.pipe)
             return self._img2img, {"image": canvas.init, "strength": canvas.strength}
         if self._inpaint is None:
-            self._inpaint = StableDiffusionInpaintPipeline.from_pipe(self.pipe)
+            pipeline_class = StableDiffusionXLInpaintPipeline if self.sdxl else StableDiffusionInpaintPipeline
+            self._inpaint = pipeline_class.from_pipe(self.pipe)
         return self._inpaint, {"image": canvas.init, "mask_image": canvas.work_mask, "strength": canvas.strength,
                                "width": request.width, "height": request.height}
 
-    def _embeddings(self, pipe, requests: list[GenerationRequest], guided: bool):
+    def _embeddings(self, pipe, requests: list[GenerationRequest], guided: bool) -> dict:
         """Each request's prompt and negative prompt encoded on its own (as a lone request is),
-        repeated for its images, concatenated in request order."""
-        positive, negative = [], []
+        repeated for its images, concatenated in request order: the pipeline's embedding arguments
+        (SDXL's pooled embeddings of its second text encoder too)."""
+        parts: dict[str, list] = {}
         for request in requests:
             with torch.no_grad():
-                embeds, negative_embeds = pipe.encode_prompt(
-                    strip_lora_tags(request.prompt), self.device, request.num_images, guided,
-                    request.negative_prompt,
+                encoded = pipe.encode_prompt(
+                    prompt=strip_lora_tags(request.prompt), device=self.device,
+                    num_images_per_prompt=request.num_images, do_classifier_free_guidance=guided,
+                    negative_prompt=request.negative_prompt,
                 )
-            positive.append(embeds)
-            negative.append(negative_embeds)
-        return torch.cat(positive), (torch.cat(negative) if guided else None)
+            names = EMBEDDING_ARGUMENTS[: len(encoded)]
+            for name, tensor in zip(names, encoded, strict=True):
+                parts.setdefault(name, []).append(tensor)
+        return {name: (torch.cat(tensors) if tensors[0] is not None else None) for name, tensors in parts.items()}
 
     def _denoise(self, requests, canvas, on_step, should_cancel, previews, preview_interval_s):
         """Denoise the requests (one batch) to latents (their rows in request order), and when each
@@ -325,12 +346,12 @@ class Engine:
             return self._drop_rows(pipeline, callback_kwargs, rows, leaving, generators)
 
         guided = first.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None  # as diffusers decides
-        prompt_embeds, negative_prompt_embeds = self._embeddings(pipe, requests, guided)
+        embeddings = self._embeddings(pipe, requests, guided)
         generators = [torch.Generator("cpu").manual_seed(request.seed + i)
                       for request in requests for i in range(request.num_images)]
+        row_tensors = ["latents", *(name for name in ROW_TENSORS if name in pipe._callback_tensor_inputs)]
         out = pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
+            **embeddings,
             **mode_arguments,
             num_inference_steps=first.steps,
             guidance_scale=first.guidance_scale,
@@ -338,7 +359,7 @@ class Engine:
             generator=generators,
             output_type="latent",  # decoded below, and not at all when interrupted
             callback_on_step_end=on_step_end,
-            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+            callback_on_step_end_tensor_inputs=row_tensors,
         )
         return out.images, cancelled_at
 
@@ -366,27 +387,35 @@ class Engine:
             cut_value = cut(value)
             if cut_value is not value:
                 setattr(scheduler, name, cut_value)
-        embeds = tensors["prompt_embeds"]
-        if embeds.shape[0] == 2 * count:  # [negative; positive] under classifier-free guidance
-            embeds = torch.cat([embeds[:count].index_select(0, index.to(embeds.device)),
-                                embeds[count:].index_select(0, index.to(embeds.device))])
-        else:
-            embeds = embeds.index_select(0, index.to(embeds.device))
+        kept = {"latents": latents.index_select(0, index)}
+        for name in ROW_TENSORS:  # the embeddings (SDXL: its pooled ones and size conditioning too)
+            if name not in tensors:
+                continue
+            value = tensors[name]
+            if value.shape[0] == 2 * count:  # [negative; positive] under classifier-free guidance
+                value = torch.cat([value[:count].index_select(0, index.to(value.device)),
+                                   value[count:].index_select(0, index.to(value.device))])
+            else:
+                value = value.index_select(0, index.to(value.device))
+            kept[name] = value
         generators[:] = [generators[r] for r in keep]
         offset = 0
         for k, own in enumerate(rows):
             size = 0 if k in leaving else len(own)
             rows[k] = range(offset, offset + size)
             offset += size
-        return {"latents": latents.index_select(0, index), "prompt_embeds": embeds}
+        return kept
 
     def _finish(self, request: GenerationRequest, canvas: Canvas | None,
                 latents: torch.Tensor) -> list[GeneratedImage]:
         pipe = self.pipe
         images = []
+        if pipe.vae.config.get("force_upcast") and pipe.vae.dtype == torch.float16:
+            pipe.vae.to(torch.float32)  # an SDXL image-to-image encode casts it back to float16
         for i in range(latents.shape[0]):  # one at a time: bounded VAE memory
             with torch.inference_mode():
-                decoded = pipe.vae.decode(latents[i : i + 1] / pipe.vae.config.scaling_factor).sample
+                latent = latents[i : i + 1].to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+                decoded = pipe.vae.decode(latent).sample
             pil = pipe.image_processor.postprocess(decoded, output_type="pil")[0]
             if canvas is not None:
                 pil = canvas.finish(pil)
@@ -426,6 +455,15 @@ def canvas_infotext(request: GenerationRequest) -> dict[str, object]:
             extra["Inpaint area"] = "Only masked"
             extra["Only masked padding, pixels"] = request.only_masked_padding
     return extra
+
+
+# What encode_prompt returns, in order (SD 1.x/2.x: the first two; SDXL: all four), as the
+# pipeline's arguments.
+EMBEDDING_ARGUMENTS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                       "negative_pooled_prompt_embeds")
+# The per-row tensors besides the latents that a step callback may cut (Engine._drop_rows): the
+# prompt embeddings, and SDXL's pooled text embeddings and size conditioning.
+ROW_TENSORS = ("prompt_embeds", "add_text_embeds", "add_time_ids")
 
 
 def batch_key(request: GenerationRequest) -> tuple:

@@ -169,3 +169,23 @@ def test_a_cancelled_requests_rows_leave_the_unet_and_the_others_stay_as_alone(e
     assert frame_distance(last, batched[2].images[0].png) < frame_distance(last, batched[0].images[0].png)
     assert_same_images(batched[0], engine.generate(requests[0]))
     assert_same_images(batched[2], engine.generate(requests[2]))
+
+
+def test_on_an_inpainting_model_a_batch_runs_one_request_after_another(engine, requests_of_three_users,
+                                                                         monkeypatch):
+    # Text to image on a 9-channel model is inpainting a grey canvas: not batched, each as alone.
+    # (The demo model's 4-channel UNet stands in: diffusers' inpaint pipeline runs either.)
+    monkeypatch.setattr(engine, "inpainting_model", True)
+    rows = []
+    hook = engine.pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    updates = [[], [], []]
+    try:
+        batched = engine.generate_batch(requests_of_three_users, on_step=[u.append for u in updates],
+                                        should_cancel=[None, lambda: True, None])
+        alone = engine.generate(requests_of_three_users[2])
+    finally:
+        hook.remove()
+    assert set(rows) == {2}  # one image at a time (x2 for guidance), never the batch
+    assert batched[1].interrupted and updates[1] == []
+    assert [u.step for u in updates[0]] == [1, 2, 3, 4]
+    assert batched[2].images[0].png == alone.images[0].png
