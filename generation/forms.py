@@ -31,8 +31,17 @@ from generation.services.jobs import LoraChoice
 ASPECT_RATIOS = {"1:1": (1, 1), "3:2": (3, 2), "2:3": (2, 3), "16:9": (16, 9), "9:16": (9, 16)}
 
 
+# SDXL was trained on these buckets of about one megapixel (its "aspect buckets"): each ratio's
+# size at 1024 px native, scaled for a model of another native size.
+SDXL_BUCKETS = {"1:1": (1024, 1024), "3:2": (1216, 832), "2:3": (832, 1216), "16:9": (1344, 768), "9:16": (768, 1344)}
+
+
 def size_for_aspect(aspect: str, info: ModelInfo) -> tuple[int, int]:
-    """Short side at the model's native resolution, long side by the ratio, multiples of 8."""
+    """SDXL: the ratio's bucket. Others: short side at the model's native resolution, long side by
+    the ratio. Multiples of 8."""
+    if info.family == "sdxl":
+        scale = min(info.native_width, info.native_height) / 1024
+        return tuple(max(8, int(round(side * scale / 8)) * 8) for side in SDXL_BUCKETS[aspect])
     across, down = ASPECT_RATIOS[aspect]
     short = min(info.native_width, info.native_height)
     long_side = min(int(round(short * max(across, down) / min(across, down) / 8)) * 8,

@@ -4,6 +4,7 @@ real engine on copies of the tiny test model."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from decimal import Decimal
@@ -245,3 +246,17 @@ def test_reusing_a_job_or_a_pngs_settings_picks_its_model(client, second_model):
     elsewhere = parameters.replace("Model: second", "Model hash: 0123456789, Model: elsewhere")
     response = post(client, corpus.png_with_text(parameters=elsewhere))
     assert "model" not in fields_json(response) and "elsewhere (0123456789)" in response.content.decode()
+
+
+def test_create_sizes_an_sdxl_model_by_its_aspect_buckets():
+    from generation.engine.contracts import ModelInfo
+    from generation.forms import size_for_aspect
+
+    sdxl = ModelInfo(name="xl", hash="0" * 10, family="sdxl", native_width=1024, native_height=1024, max_width=2048,
+                     max_height=2048, vae_scale_factor=8)
+    assert [size_for_aspect(aspect, sdxl) for aspect in ("1:1", "3:2", "2:3", "16:9", "9:16")] == [
+        (1024, 1024), (1216, 832), (832, 1216), (1344, 768), (768, 1344)]
+    tiny = dataclasses.replace(sdxl, native_width=64, native_height=64, max_width=128, max_height=128)
+    assert size_for_aspect("16:9", tiny) == (80, 48)  # the buckets scaled to a tiny model's 64 px
+    sd15 = dataclasses.replace(sdxl, family="sd1", native_width=512, native_height=512)
+    assert size_for_aspect("16:9", sd15) == (912, 512)  # others: the short side native, as before
