@@ -37,7 +37,9 @@ def send_wallet_update(*, wallet_id: int) -> None:
     if wallet is None or wallet["owner_user_id"] is None:
         return
     html = render_balance(available=wallet["available"], held=wallet["held"], oob=True)
-    try:  # the process's long-lived send loop (one Redis round trip, not a new loop and connection)
-        send_loop.group_send(wallet_group_name(wallet["owner_user_id"]), {"type": "wallet.update", "html": html})
-    except Exception as error:  # the page shows the balance from the database on its next load
+    def failed(error: Exception) -> None:  # the page shows the balance from the database on its next load
         logger.warning("Could not push wallet %s's balance (%s: %s)", wallet_id, type(error).__name__, error)
+
+    # The process's long-lived send loop, without waiting (one Redis round trip, in order).
+    send_loop.send(wallet_group_name(wallet["owner_user_id"]), {"type": "wallet.update", "html": html},
+                   on_error=failed)

@@ -102,12 +102,9 @@ def send_event(group: str, event: dict) -> None:
         return
     if outage.should_skip():
         return
-    try:
-        send_loop.group_send(group, event)
-    except Exception as error:  # the DB is the source of truth; pages fall back to polling
-        outage.failed(error)
-    else:
-        outage.succeeded()
+    # Without waiting (a denoising step or a request goes on at once), in order; a failure is
+    # the outage's to log: the DB is the source of truth, and pages fall back to polling.
+    send_loop.send(group, event, skip=outage.should_skip, on_error=outage.failed, on_success=outage.succeeded)
 
 
 def send_event_on_commit(group: str, event: dict) -> None:

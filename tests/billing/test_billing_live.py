@@ -35,6 +35,7 @@ def layer(monkeypatch):
 def test_each_change_sends_one_balance_update_after_commit(user, layer, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         give(user, 10)
+    realtime.send_loop.flush()  # sends leave without waiting
     assert len(callbacks) == 1
     ((group, message),) = layer.sent
     assert group == f"wallet.user.{user.pk}"
@@ -46,14 +47,17 @@ def test_each_change_sends_one_balance_update_after_commit(user, layer, django_c
     job = make_job(user, num_images=2)
     with django_capture_on_commit_callbacks(execute=True):
         credits_reserve(user=job.user, subject=job.subject, amount=8)
+    realtime.send_loop.flush()  # sends leave without waiting
     assert [m["html"].count(">2</span>") for _, m in layer.sent] == [1]
     layer.sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
         credits_capture(subject=job.subject, amount=4)  # capture + release: two entries, two updates
+    realtime.send_loop.flush()  # sends leave without waiting
     assert len(layer.sent) == 2 and ">6</span>" in layer.sent[-1][1]["html"]
     layer.sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
         credits_release(subject=job.subject, reason="no-op")  # already settled: nothing happens, nothing is sent
+    realtime.send_loop.flush()  # sends leave without waiting
     assert layer.sent == []
 
 
@@ -64,6 +68,7 @@ def test_nothing_is_sent_when_the_transaction_rolls_back(user, layer, django_cap
         with pytest.raises(InsufficientCredits):
             with transaction.atomic():
                 credits_reserve(user=user, subject=make_job(user).subject, amount=4)
+    realtime.send_loop.flush()  # sends leave without waiting
     assert callbacks == [] and layer.sent == []
 
 
@@ -76,6 +81,7 @@ def test_a_broken_channel_layer_never_breaks_a_movement(user, monkeypatch, djang
     monkeypatch.setattr(realtime, "get_channel_layer", lambda alias="default": Broken())
     with django_capture_on_commit_callbacks(execute=True):
         give(user, 3)
+    realtime.send_loop.flush()  # sends leave without waiting
     from billing.selectors import wallet_balance
 
     assert wallet_balance(user=user) == (3, 0)

@@ -519,10 +519,12 @@ def test_team_wallet_changes_push_nothing_and_do_not_break(people, team, monkeyp
     give(people["owner"], 50)
     with django_capture_on_commit_callbacks(execute=True):
         transfer(people["owner"], team, 20)
+    realtime.send_loop.flush()  # sends leave without waiting
     assert sent == [f"wallet.user.{people['owner'].pk}"]  # the owner's header; the team wallet has no header
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):
         reserve_for_team(people["member"], team, 5)
+    realtime.send_loop.flush()
     assert sent == []
 
 
