@@ -620,7 +620,8 @@ class TrainingReporter:
         self.keep_alive()
         if not self.run_generation or self.cancel:
             return
-        while lease := services.job_claim_next(worker_id=worker_id(), kinds=(JobKind.GENERATE,)):
+        while lease := services.job_claim_next(worker_id=worker_id(), kinds=(JobKind.GENERATE,),
+                                               models=worker_models()):
             run_job(lease, keep_alive=self.keep_alive)
             self.generation_jobs_run += 1
             self.keep_alive()

@@ -51,7 +51,8 @@ def apply_speed_options(pipe, device: str, options: SpeedOptions) -> list[str]:
         if options.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {options.compile_mode!r}; one of {', '.join(COMPILE_MODES)}")
         mode = options.compile_mode if options.compile_backend == "inductor" else None  # modes are inductor's
-        pipe.unet = torch.compile(pipe.unet, mode=mode, backend=options.compile_backend, fullgraph=False,
-                                  dynamic=False)
+        # dynamic=None: the first shape compiles static; a second one (another size, a batch of
+        # several users, one smaller after a cancel) compiles once with dynamic shapes, not per size.
+        pipe.unet = torch.compile(pipe.unet, mode=mode, backend=options.compile_backend, fullgraph=False)
         applied.append(f"compile:{options.compile_mode}")
     return applied

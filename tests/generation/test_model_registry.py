@@ -260,3 +260,18 @@ def test_create_sizes_an_sdxl_model_by_its_aspect_buckets():
     assert size_for_aspect("16:9", tiny) == (80, 48)  # the buckets scaled to a tiny model's 64 px
     sd15 = dataclasses.replace(sdxl, family="sd1", native_width=512, native_height=512)
     assert size_for_aspect("16:9", sd15) == (912, 512)  # others: the short side native, as before
+
+
+def test_a_training_pause_runs_only_the_models_of_a_limited_worker(second_model, settings, monkeypatch):
+    """In a training's pause points a worker runs waiting generation jobs: only its models' ones."""
+    settings.STUDIO_WORKER_MODELS = ["second"]
+    user = make_user(credits=100)
+    other_model_job = submit_job(user)
+    own_model_job = services.job_submit(user=user, **job_params(), model=second_model)
+    ran = []
+    monkeypatch.setattr(worker, "run_job", lambda lease, keep_alive=None: ran.append(lease.job_id))
+    reporter = worker.TrainingReporter(services.Lease(job_id=None, worker_id="w", attempt=1), total_steps=10,
+                                       resumed_at=0, run_generation=True)
+    monkeypatch.setattr(reporter, "keep_alive", lambda: None)
+    reporter.pause_point()
+    assert ran == [own_model_job.pk] and Job.objects.get(pk=other_model_job.pk).state == JobState.QUEUED
