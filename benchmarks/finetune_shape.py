@@ -19,6 +19,11 @@ Measured, in one run, on the same prompts and seeds:
 
 Trains with ``generation.engine.training.finetune.Trainer`` (the studio's trainer, as the worker
 runs it) and generates with the Engine and a ``LoraRef`` (as a job with that LoRA would). No Django.
+
+DreamBooth's variants (docs/fine-tuning.md, runs C1-C5 and D1-D30): a prior over every old shape
+(``--old-shape-class-prompts K``, optionally ``--class-prompt-shapes`` / ``--class-prompts-train-split``),
+``--train-text-encoder``, ``--train-token-embeddings`` (TrainingSpec), and the trainer's module
+knobs ``--token-lr-scale``, ``--adapter-lr-scale``, ``--prior-warmup``, ``--lr-schedule``; ``--seed``.
 """
 
 from __future__ import annotations
@@ -131,14 +136,15 @@ def make_spec(args, method: str, scenes, extra: tuple[TrainingImage, ...] = ()) 
         base_model_path=str(args.model), images=images, method=method,
         steps=args.steps or preset["steps"], rank=args.rank or preset["rank"],
         learning_rate=args.lr or preset["learning_rate"], resolution=dataset.SIZE,
-        batch_size=args.batch, seed=0, checkpoint_every=0, sample_every=0,
+        batch_size=args.batch, seed=args.seed, checkpoint_every=0, sample_every=0,
         train_text_encoder=args.train_text_encoder, lora_targets=args.lora_targets,
     )
     if method == "dreambooth":
         spec = replace(spec, instance_token=TOKEN, instance_prompt=f"a {TOKEN}",
                        class_prompt=args.class_prompt, class_prompts=class_prompts(args),
                        prior_preservation=True,
-                       num_class_images=args.class_images, prior_loss_weight=args.prior_weight)
+                       num_class_images=args.class_images, prior_loss_weight=args.prior_weight,
+                       train_token_embeddings=True if args.train_token_embeddings else None)
     return spec
 
 
@@ -151,12 +157,16 @@ def class_prompts(args) -> tuple[str, ...]:
     if not args.old_shape_class_prompts:
         return ()
     rng = random.Random(9001)
+    split = dataset.NEW_SHAPE_TRAIN_SPLIT
     out: list[str] = []
-    for shape in dataset.SHAPES:
+    for shape in args.class_prompt_shapes or dataset.SHAPES:
         for _ in range(args.old_shape_class_prompts):
             while True:
                 s = dataset.sample_scene(rng, two_object_rate=0.0)
-                if s.objects[0].shape == shape:
+                o = s.objects[0]
+                if o.shape == shape and (not args.class_prompts_train_split or (
+                        o.colour in split["colours"] and s.background in split["backgrounds"]
+                        and o.position in split["positions"])):
                     break
             out.append(dataset.canonical_caption(s.objects, s.background))
     return tuple(out)
@@ -185,7 +195,23 @@ def main(argv=None) -> dict:
     p.add_argument("--rank", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.0)
     p.add_argument("--batch", type=int, default=1, help="1: as the studio trains")
+    p.add_argument("--seed", type=int, default=0, help="the training's seed (adapter init, noise, class images)")
     p.add_argument("--train-text-encoder", action="store_true")
+    p.add_argument("--train-token-embeddings", action="store_true",
+                   help="DreamBooth: also train the instance token's input embeddings (textual inversion)")
+    p.add_argument("--token-lr-scale", type=float, default=None,
+                   help="the token rows' learning rate / --lr (finetune.TOKEN_EMBEDDING_LR_SCALE)")
+    p.add_argument("--adapter-lr-scale", type=float, default=None,
+                   help="the LoRA adapters' learning rate / --lr (0: textual inversion alone)")
+    p.add_argument("--prior-warmup", type=float, default=None,
+                   help="the prior weight ramps up from 0 over this fraction of the steps (finetune.PRIOR_WARMUP)")
+    p.add_argument("--lr-schedule", default=None, choices=["constant", "cosine"],
+                   help="finetune.LR_SCHEDULE: constant, or cosine down to 0 at the last step")
+    p.add_argument("--class-prompts-train-split", action="store_true",
+                   help="--old-shape-class-prompts only in the training images' colours, backgrounds and "
+                        "positions (dataset.NEW_SHAPE_TRAIN_SPLIT), none of the held-out ones")
+    p.add_argument("--class-prompt-shapes", nargs="+", default=[], choices=dataset.SHAPES,
+                   help="--old-shape-class-prompts for these shapes only (default: all 7)")
     p.add_argument("--class-prompt", default="a circle")
     p.add_argument("--class-prompts", nargs="+", default=[],
                    help="several class prompts (instead of --class-prompt), class images spread over them")
@@ -209,6 +235,16 @@ def main(argv=None) -> dict:
                    help="write a picture grid here: held-out and old-shape prompts, before and after")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from generation.engine.training import finetune
+
+    if args.token_lr_scale is not None:
+        finetune.TOKEN_EMBEDDING_LR_SCALE = args.token_lr_scale
+    if args.adapter_lr_scale is not None:
+        finetune.ADAPTER_LR_SCALE = args.adapter_lr_scale
+    if args.prior_warmup is not None:
+        finetune.PRIOR_WARMUP = args.prior_warmup
+    if args.lr_schedule is not None:
+        finetune.LR_SCHEDULE = args.lr_schedule
     t_start = time.time()
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
@@ -253,7 +289,14 @@ def main(argv=None) -> dict:
                           "loss_first_last": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
                           "new_shape": after_new, "old_shapes": after_old}
         if method == "dreambooth":
-            report[method] |= {"class_prompt": spec.class_prompt, "class_prompts": list(spec.class_prompts),
+            report[method] |= {"train_token_embeddings": spec.train_token_embeddings,
+                               "token_lr_scale": finetune.TOKEN_EMBEDDING_LR_SCALE,
+                               "adapter_lr_scale": finetune.ADAPTER_LR_SCALE,
+                               "prior_warmup": finetune.PRIOR_WARMUP,
+                               "lr_schedule": finetune.LR_SCHEDULE,
+                               "train_text_encoder": spec.train_text_encoder,
+                               "prior_loss_weight": spec.prior_loss_weight,
+                               "class_prompt": spec.class_prompt, "class_prompts": list(spec.class_prompts),
                                "class_images": spec.num_class_images}
         print(method, report[method], flush=True)
 
