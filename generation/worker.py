@@ -274,22 +274,14 @@ def run_job(lease: services.Lease, keep_alive=None) -> None:
         if reporter.cancel:
             result = None
         else:
-            path = model_path_of(job)
-            if engine_pool().is_warm(path):
-                pipeline = engine(path)
-            else:
-                with _lease_renewed(reporter):  # loading a model may outlast the lease
-                    pipeline = engine(path)
-            result = pipeline.generate(
+            result = _engine_for(job, [reporter]).generate(
                 request_for(job), on_step=reporter.on_step, should_cancel=reporter.should_cancel,
                 previews=True, preview_interval_s=settings.STUDIO_PREVIEW_INTERVAL_SECONDS,
             )
     except ModelLoadFailed as error:  # fail it and the model's queued jobs; keep serving other models
-        reason = f"The model {job.model_name} could not be loaded: {error}"[:1000]
-        logger.error("Job %s: %s", job.pk, reason)
+        reason = _model_broken(job, error)
         _finish_quietly(services.job_fail, lease=lease, reason=reason)
-        if job.model_id:
-            services.model_mark_broken(model_id=job.model_id, reason=reason)
+        _mark_broken(job, reason)
         return
     except Exception as error:  # the engine failed on this job: fail it with the reason, keep the worker
         logger.exception("Job %s failed", job.pk)
@@ -300,6 +292,35 @@ def run_job(lease: services.Lease, keep_alive=None) -> None:
     if result is None or result.interrupted:
         _finish_quietly(services.job_mark_cancelled, lease=lease)
         return
+    _store_and_succeed(job, lease, result)
+
+
+def _engine_for(job: Job, reporters: list[StepReporter]):
+    """The warm engine of the job's model; loading one that is not warm renews the jobs' leases
+    meanwhile (a load may outlast them). Raises ModelLoadFailed."""
+    path = model_path_of(job)
+    if engine_pool().is_warm(path):
+        return engine(path)
+    with ExitStack() as renewing:
+        for reporter in reporters:
+            renewing.enter_context(_lease_renewed(reporter))
+        return engine(path)
+
+
+def _model_broken(job: Job, error: ModelLoadFailed) -> str:
+    """The reason a job (and its model's queued ones) fails when its model does not load."""
+    reason = f"The model {job.model_name} could not be loaded: {error}"[:1000]
+    logger.error("Job %s: %s", job.pk, reason)
+    return reason
+
+
+def _mark_broken(job: Job, reason: str) -> None:
+    if job.model_id:
+        services.model_mark_broken(model_id=job.model_id, reason=reason)
+
+
+def _store_and_succeed(job: Job, lease: services.Lease, result) -> None:
+    """Store the images and finish the job; a job taken over meanwhile drops this attempt's files."""
     stored = [store_image(job, index, image) for index, image in enumerate(result.images)]
     try:
         services.job_succeed(lease=lease, images=stored, engine_seconds=result.engine_seconds)
@@ -352,25 +373,15 @@ def run_batch(leases: list[services.Lease]) -> None:
                 _finish_quietly(services.job_fail, lease=leases[k], reason=reason)
 
     try:
-        path = model_path_of(lead)
-        if engine_pool().is_warm(path):
-            pipeline = engine(path)
-        else:
-            with ExitStack() as renewing:  # loading a model may outlast the leases
-                for k in running:
-                    renewing.enter_context(_lease_renewed(reporters[k]))
-                pipeline = engine(path)
-        results = pipeline.generate_batch(
+        results = _engine_for(lead, [reporters[k] for k in running]).generate_batch(
             [request_for(jobs[leases[k].job_id]) for k in running],
             on_step=[reporters[k].on_step for k in running], should_cancel=[cancel_hook(k) for k in running],
             previews=True, preview_interval_s=settings.STUDIO_PREVIEW_INTERVAL_SECONDS,
         )
     except ModelLoadFailed as error:  # fail its jobs and the model's queued ones; keep serving other models
-        reason = f"The model {lead.model_name} could not be loaded: {error}"[:1000]
-        logger.error("Batch of jobs %s: %s", ", ".join(str(leases[k].job_id) for k in running), reason)
+        reason = _model_broken(lead, error)
         fail_all(reason)
-        if lead.model_id:
-            services.model_mark_broken(model_id=lead.model_id, reason=reason)
+        _mark_broken(lead, reason)
         return
     except Exception as error:  # the engine failed on the batch: fail its jobs with the reason, keep the worker
         logger.exception("Batch of jobs %s failed", ", ".join(str(leases[k].job_id) for k in running))
@@ -382,15 +393,7 @@ def run_batch(leases: list[services.Lease]) -> None:
         if result.interrupted:
             leave(k)
             continue
-        job = jobs[leases[k].job_id]
-        stored = [store_image(job, index, image) for index, image in enumerate(result.images)]
-        try:
-            services.job_succeed(lease=leases[k], images=stored, engine_seconds=result.engine_seconds)
-        except services.LeaseLost:
-            logger.warning("Job %s was taken over before it finished; discarding this attempt's images", job.pk)
-            for image in stored:
-                default_storage.delete(image.file_name)
-                default_storage.delete(image.thumbnail_name)
+        _store_and_succeed(jobs[leases[k].job_id], leases[k], result)
 
 
 @contextmanager
