@@ -239,6 +239,24 @@ class Engine:
                     for request, step, cancel in zip(requests, on_step, should_cancel, strict=True)]
         # Decodes and checks the source and mask before taking the lock (a bad file fails fast).
         canvas = prepare_canvas(requests[0], inpainting_model=self.inpainting_model)
+        try:
+            return self._run_batch(requests, canvas, on_step, should_cancel, previews, preview_interval_s)
+        except torch.OutOfMemoryError:
+            if count == 1:
+                raise
+            # Memory bounds the batch too: a batch the card cannot hold runs as two halves (and so on).
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            half = count // 2
+            return [
+                *self.generate_batch(requests[:half], on_step=on_step[:half], should_cancel=should_cancel[:half],
+                                     previews=previews, preview_interval_s=preview_interval_s),
+                *self.generate_batch(requests[half:], on_step=on_step[half:], should_cancel=should_cancel[half:],
+                                     previews=previews, preview_interval_s=preview_interval_s),
+            ]
+
+    def _run_batch(self, requests, canvas, on_step, should_cancel, previews, preview_interval_s):
+        count = len(requests)
         with self._lock:
             started = time.perf_counter()
             results = [GenerationResult(images=[], interrupted=True, engine_seconds=0.0)] * count

@@ -189,3 +189,27 @@ def test_on_an_inpainting_model_a_batch_runs_one_request_after_another(engine, r
     assert batched[1].interrupted and updates[1] == []
     assert [u.step for u in updates[0]] == [1, 2, 3, 4]
     assert batched[2].images[0].png == alone.images[0].png
+
+
+def test_a_batch_the_memory_cannot_hold_runs_in_halves_with_the_same_images(engine, requests_of_three_users,
+                                                                              monkeypatch):
+    """Memory bounds a batch too: out of memory (simulated: more than 2 images at once), the batch
+    runs as halves, each request still equal to it alone."""
+    import torch
+
+    denoise = engine._denoise
+    sizes = []
+
+    def small_card(requests, *args, **kwargs):
+        images = sum(request.num_images for request in requests)
+        sizes.append(images)
+        if images > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return denoise(requests, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_denoise", small_card)
+    batched = engine.generate_batch(requests_of_three_users)
+    assert sizes == [4, 1, 3, 2, 1]  # 4 images: too many; then the first request, then the other two, then halves
+    monkeypatch.undo()
+    for request, result in zip(requests_of_three_users, batched, strict=True):
+        assert_same_images(result, engine.generate(request))
