@@ -397,26 +397,33 @@ def run_batch(leases: list[services.Lease]) -> None:
 
 
 @contextmanager
-def _lease_renewed(reporter: StepReporter):
-    """While the block runs (loading a model), a side thread renews the job's lease every heartbeat."""
+def renewing_in_background(renew, *, every: float, what: str):
+    """While the block runs (a model loading, a long step), a side thread calls `renew()` every
+    `every` seconds: a lease must not expire because the main thread has no hook to renew it from."""
     stop = threading.Event()
 
-    def renew():
+    def keep():
         try:
-            while not stop.wait(HEARTBEAT_SECONDS * 4):
-                reporter.heartbeat(0)
+            while not stop.wait(every):
+                renew()
         except Exception:  # noqa: BLE001 - a failed renewal is the sweeper's to notice, not a crash
-            logger.exception("The lease keeper of job %s stopped", reporter.lease.job_id)
+            logger.exception("The lease keeper of %s stopped", what)
         finally:
             connection.close()  # this thread's own connection
 
-    keeper = threading.Thread(target=renew, name=f"lease-keeper-{reporter.lease.job_id}", daemon=True)
+    keeper = threading.Thread(target=keep, name=f"lease-keeper-{what}", daemon=True)
     keeper.start()
     try:
         yield
     finally:
         stop.set()
         keeper.join()
+
+
+def _lease_renewed(reporter: StepReporter):
+    """While the block runs (loading a model), the job's lease is renewed every few heartbeats."""
+    return renewing_in_background(lambda: reporter.heartbeat(0), every=HEARTBEAT_SECONDS * 4,
+                                  what=f"job {reporter.lease.job_id}")
 
 
 def request_for(job: Job):
@@ -565,26 +572,14 @@ class TrainingReporter:
         the trainer's own renewal is older than `stale_after`, so a model load longer than the
         lease does not lose the training to the sweeper. It only renews: the losses stay the
         main thread's to record."""
-        stop = threading.Event()
-
         def renew_when_stale():
-            try:
-                while not stop.wait(min(stale_after, TRAINING_HEARTBEAT_SECONDS)):
-                    if time.monotonic() - self.last_heartbeat >= stale_after and not self.lease_lost:
-                        self.last_heartbeat = time.monotonic()
-                        self.cancel = bool(self._fenced(services.job_heartbeat, progress_step=self.step)) or self.cancel
-            except Exception:  # noqa: BLE001 - a failed renewal is the sweeper's to notice, not a crash
-                logger.exception("The lease keeper of training %s stopped", self.lease.job_id)
-            finally:
-                connection.close()  # this thread's own connection
+            if time.monotonic() - self.last_heartbeat >= stale_after and not self.lease_lost:
+                self.last_heartbeat = time.monotonic()
+                self.cancel = bool(self._fenced(services.job_heartbeat, progress_step=self.step)) or self.cancel
 
-        keeper = threading.Thread(target=renew_when_stale, name=f"lease-keeper-{self.lease.job_id}", daemon=True)
-        keeper.start()
-        try:
+        with renewing_in_background(renew_when_stale, every=min(stale_after, TRAINING_HEARTBEAT_SECONDS),
+                                    what=f"training {self.lease.job_id}"):
             yield
-        finally:
-            stop.set()
-            keeper.join()
 
     def eta(self) -> float | None:
         done = self.step - self.resumed_at

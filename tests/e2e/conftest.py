@@ -35,6 +35,20 @@ def running_stack(name: str) -> Iterator[LiveStack]:
         stack.stop()
 
 
+@contextmanager
+def stack_to_start(request, **overrides) -> Iterator[LiveStack]:
+    """A stack on the test database with the e2e settings (and `overrides`) whose processes the
+    test starts itself; stopped after the test, its logs printed when the test failed."""
+    env = stack_environment(database_url=database_url_for(connection.settings_dict), overrides={**E2E_ENV, **overrides})
+    stack = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / request.node.name)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            print(stack.logs())
+
+
 @pytest.fixture
 def live_stack(transactional_db, request, tmp_path):
     with running_stack(request.node.name) as stack:

@@ -5,35 +5,26 @@ served without a restart (the studio_models_changed broadcast)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from generation import services
 from generation.models import Job, JobState
 from generation.selectors import model_path
-from tests.e2e.conftest import E2E_ENV
+from tests.e2e.conftest import stack_to_start
 from tests.factories import job_params, make_user, submit_job
-from tests.live_stack import LiveStack, database_url_for, stack_environment, wait_for
+from tests.live_stack import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def stack(request):
-    env = stack_environment(database_url=database_url_for(connection.settings_dict),
-                            overrides={**E2E_ENV, "STUDIO_JOB_LEASE_SECONDS": "30"})
-    live = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / request.node.name)
-    try:
+    with stack_to_start(request, STUDIO_JOB_LEASE_SECONDS="30") as live:
         yield live
-    finally:
-        live.stop()
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-            print(live.logs())
 
 
 def copy_of_the_test_model(folder: Path) -> str:
@@ -76,6 +67,9 @@ def test_the_first_job_of_a_fresh_studio_wakes_the_worker_that_started_before_it
     worker came first learns of it from the broadcast its registration sends (no beat runs here,
     so no sweep could wake the job instead)."""
     worker = stack.start_worker(queues="gpu")
+    # its start-up drain (which loads the model, then finds no job) is over before the job comes
+    wait_for(lambda: worker.log_contains("generation.tasks.process_queue") and worker.log_contains("succeeded in"),
+             60, "the worker's start-up drain")
     assert not worker.log_contains("Now consuming the model queues")  # no model registered yet
     job = submit_job(make_user(credits=100), steps=2)
     assert finished(job, timeout=30) == JobState.SUCCEEDED

@@ -1,5 +1,5 @@
 """A training on the real stack (a Celery worker of the default queues gpu,training,default, Redis,
-the test database, the real trainer on the tiny test model at 64 px, 120 steps): a generation job submitted
+the test database, the real trainer on the tiny test model at 64 px, 300 steps): a generation job submitted
 while it trains starts within 10 s (the worker runs it in a pause point); SIGKILL the worker after
 a checkpoint, start a new one, and the training resumes from that checkpoint (not from step 0) and
 finishes with its credits captured exactly once."""
@@ -7,26 +7,23 @@ finishes with its credits captured exactly once."""
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 from PIL import Image as PILImage
 
 from billing.models import EntryKind, LedgerEntry
 from billing.selectors import wallet_balance
 from generation import services
 from generation.models import Job, JobState, LoRA, Training
-from tests.e2e.conftest import E2E_ENV
+from tests.e2e.conftest import stack_to_start
 from tests.factories import make_user, submit_job
-from tests.live_stack import LiveStack, database_url_for, stack_environment, wait_for
+from tests.live_stack import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-STEPS, CHECKPOINT_EVERY, SAMPLE_EVERY = 120, 10, 60  # long enough to still run at the kill on a fast CPU
+STEPS, CHECKPOINT_EVERY, SAMPLE_EVERY = 300, 10, 150  # long enough to still run at the kill on a fast CPU
 FINAL_STATES = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
@@ -40,15 +37,8 @@ def png(colour) -> bytes:
 def stack(request):
     # A lease long enough for the trainer to load its model between heartbeats on a busy machine;
     # the restarted worker takes back the dead one's lease at once anyway.
-    env = stack_environment(database_url=database_url_for(connection.settings_dict),
-                            overrides={**E2E_ENV, "STUDIO_JOB_LEASE_SECONDS": "30"})
-    live = LiveStack(env=env, log_dir=Path(os.environ["STUDIO_VAR_DIR"]) / "e2e-logs" / request.node.name)
-    try:
+    with stack_to_start(request, STUDIO_JOB_LEASE_SECONDS="30") as live:
         yield live
-    finally:
-        live.stop()
-        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-            print(live.logs())
 
 
 class Timeline:
