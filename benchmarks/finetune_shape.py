@@ -20,7 +20,7 @@ Measured, in one run, on the same prompts and seeds:
 Trains with ``generation.engine.training.finetune.Trainer`` (the studio's trainer, as the worker
 runs it) and generates with the Engine and a ``LoraRef`` (as a job with that LoRA would). No Django.
 
-DreamBooth's variants (docs/fine-tuning.md, runs C1-C5 and D1-D30): a prior over every old shape
+DreamBooth's variants (docs/fine-tuning.md, runs C1-C5 and D1-D32): a prior over every old shape
 (``--old-shape-class-prompts K``, optionally ``--class-prompt-shapes`` / ``--class-prompts-train-split``),
 ``--train-text-encoder``, ``--train-token-embeddings`` (TrainingSpec), and the trainer's module
 knobs ``--token-lr-scale``, ``--adapter-lr-scale``, ``--prior-warmup``, ``--lr-schedule``; ``--seed``.
