@@ -267,7 +267,7 @@ class StepReporter:
 
 
 def run_job(lease: services.Lease, keep_alive=None) -> None:
-    job = Job.objects.get(pk=lease.job_id)
+    job = Job.objects.select_related("model").get(pk=lease.job_id)
     reporter = StepReporter(lease, keep_alive)
     reporter.heartbeat(0)  # picks up a cancel that arrived between claim and start
     try:
