@@ -11,10 +11,11 @@ from generation import services
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def process_queue() -> int:
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def process_queue(self) -> int:
     from generation.worker import process_available_jobs
 
+    ask_for_missing_model_queues(self.request.hostname)
     return process_available_jobs()
 
 
@@ -54,21 +55,47 @@ def drain_queue_on_start(sender=None, **kwargs) -> None:
         (process_queue if "gpu" in queues else process_training_queue).delay()
 
 
-def consume_model_queues(consumer) -> list[str]:
-    """A generation worker also consumes the queue of each model it serves (SDModel.queue): every
-    registered one, or those of STUDIO_WORKER_MODELS. A job's wake-up goes to its model's queue, so
-    only a worker that can run it wakes (docs/models.md, "Which worker runs a job")."""
+def served_model_queues() -> list[str]:
+    """The queues of the models this worker serves: every registered one, or STUDIO_WORKER_MODELS'."""
     from generation import selectors, worker
 
     models = selectors.models_served()
     if worker.worker_models():
         models = models.filter(name__in=worker.worker_models())
-    added = [model.queue for model in models if not consumer.task_consumer.consuming_from(model.queue)]
+    return [model.queue for model in models]
+
+
+def consume_model_queues(consumer) -> list[str]:
+    """A generation worker also consumes the queue of each model it serves (SDModel.queue). A job's
+    wake-up goes to its model's queue, so only a worker that can run it wakes (docs/models.md,
+    "Which worker runs a job")."""
+    added = [queue for queue in served_model_queues() if not consumer.task_consumer.consuming_from(queue)]
     for queue in added:
         consumer.add_task_queue(queue)
+        model_queues_asked.add(queue)
     if added:
         logger.info("Now consuming the model queues %s", ", ".join(added))
     return added
+
+
+model_queues_asked: set[str] = set()  # this worker's model queues, consumed or asked for
+
+
+def ask_for_missing_model_queues(hostname: str | None) -> list[str]:
+    """A model registered where the broadcast could not reach this worker (e.g. `manage.py
+    register_model` run against another broker) is caught up at its next task: the worker asks its
+    own consumer, by a control message to itself, to consume that model's queue too."""
+    from celery import current_app
+
+    if not hostname:  # not a worker's task: asking every worker would make limited ones take others' queues
+        return []
+    missing = [queue for queue in served_model_queues() if queue not in model_queues_asked]
+    for queue in missing:
+        current_app.control.add_consumer(queue, destination=[hostname])
+        model_queues_asked.add(queue)
+    if missing:
+        logger.info("Asked to consume the model queues %s", ", ".join(missing))
+    return missing
 
 
 @control_command()

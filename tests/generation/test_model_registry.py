@@ -275,3 +275,19 @@ def test_a_training_pause_runs_only_the_models_of_a_limited_worker(second_model,
     monkeypatch.setattr(reporter, "keep_alive", lambda: None)
     reporter.pause_point()
     assert ran == [own_model_job.pk] and Job.objects.get(pk=other_model_job.pk).state == JobState.QUEUED
+
+
+def test_a_worker_the_broadcast_missed_asks_for_a_new_models_queue_at_its_next_task(second_model, monkeypatch):
+    """A model registered against another broker (no broadcast reached the worker): the worker's
+    next task asks its own consumer for the model's queue, once."""
+    from celery import current_app
+
+    from generation import tasks
+
+    asked = []
+    monkeypatch.setattr(current_app.control, "add_consumer", lambda queue, destination: asked.append((queue, destination)))
+    monkeypatch.setattr(tasks, "model_queues_asked", {services.builtin_model().queue})
+    assert tasks.ask_for_missing_model_queues("worker1@host") == ["gpu.second"]
+    assert asked == [("gpu.second", ["worker1@host"])]
+    assert tasks.ask_for_missing_model_queues("worker1@host") == []  # asked once
+    assert tasks.ask_for_missing_model_queues(None) == []  # never a broadcast to every worker
