@@ -35,6 +35,12 @@ def _model_info_at(path: str) -> ModelInfo:
     return read_model_info(path)
 
 
+def own_model_info() -> ModelInfo:
+    """The studio's own model (STUDIO_MODEL_PATH, else the demo model): what trainings start from
+    and imported LoRAs are checked against, whichever model Create offers first."""
+    return _model_info_at(str(model_path()))
+
+
 def default_model() -> SDModel | None:
     """The model Create starts with: the staff's default if it is offered, else the studio's own
     model's row, else the first offered one; None before the studio's own model is registered

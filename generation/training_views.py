@@ -117,7 +117,7 @@ def training_new(request: HttpRequest) -> HttpResponse:
 
 
 def _settings_form(request: HttpRequest, draft: dict, data=None) -> TrainingSettingsForm:
-    info = selectors.model_info()
+    info = selectors.own_model_info()  # trainings start from the studio's own model
     initial = {"instance_prompt": draft["instance_prompt"], "method": "lora", "preset": "quick",
                "prior_preservation": True, "num_class_images": 20}
     return TrainingSettingsForm(data, initial=initial, image_count=len(draft["images"]),
@@ -133,7 +133,7 @@ def _settings_page(request: HttpRequest, form: TrainingSettingsForm, draft: dict
         for index, field in enumerate(form.caption_fields())
     ]
     context = {"form": form, "pictures": pictures, "tab": "new", "presets": _presets(),
-               "model_info": selectors.model_info()}
+               "model_info": selectors.own_model_info()}
     return render(request, "generation/training_settings.html", context, status=status)
 
 
@@ -199,7 +199,7 @@ def training_draft_image(request: HttpRequest, index: int) -> HttpResponse:
 def training_quote(request: HttpRequest) -> HttpResponse:
     """The live cost of step 2's settings, and the balance. Bad input: a neutral fragment, 200."""
     draft = _draft(request)
-    info = selectors.model_info()
+    info = selectors.own_model_info()
     fields = TrainingQuoteForm(request.GET).price_fields(
         num_images=len(draft["images"]) if draft else 0,
         native_resolution=min(info.native_width, info.native_height))

@@ -134,7 +134,7 @@ def lora_import(*, user, name: str, data: bytes, filename: str, description: str
     """A LoRA trained elsewhere (kohya/A1111, diffusers or PEFT keys in a .safetensors file),
     checked against the model that serves now. Raises LoraRefused with the reason."""
     from generation.engine.lora_format import LoraFileError, inspect_lora
-    from generation.selectors import model_info, model_path
+    from generation.selectors import model_path, own_model_info
 
     if not permissions.can_start_training(user):
         raise LoraRefused("Sign in to import a LoRA.", status=403)
@@ -149,7 +149,7 @@ def lora_import(*, user, name: str, data: bytes, filename: str, description: str
         summary = inspect_lora(data, filename=filename, model_path=str(model_path()))
     except LoraFileError as error:
         raise LoraRefused(error.message, field="file") from None
-    info = model_info()
+    info = own_model_info()  # the model it was checked against just above
     trigger = _trigger_words(summary.metadata)
     return lora_create_from_bytes(
         owner=user, name=name, data=data, source=LoRASource.IMPORTED, base_model=info.name,

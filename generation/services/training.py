@@ -42,7 +42,7 @@ from generation.engine.training.spec import (
 )
 from generation.engine.training.spec import TrainingImage as SpecImage
 from generation.models import Image, Job, JobKind, JobState, LoRA, LoRASource, Training, TrainingImage
-from generation.selectors import model_info, model_path
+from generation.selectors import model_path, own_model_info
 from generation.services import sd_models, wakeup
 from generation.services.files import files_delete_now, files_delete_on_commit
 from generation.services.jobs import TooManyActiveJobs, _lock_user_for_submit
@@ -101,7 +101,7 @@ def training_cost(*, method: str, steps: int, resolution: int, num_images: int, 
     return billing.training_price(
         steps=steps, resolution=resolution, batch=2 if prior else 1,
         train_text_encoder=train_text_encoder, class_images=num_class_images if prior else 0,
-        class_image_steps=TrainingSpec.sample_steps if prior else 0, model_name=model_info().name,
+        class_image_steps=TrainingSpec.sample_steps if prior else 0, model_name=own_model_info().name,
     )
 
 
@@ -211,7 +211,7 @@ def training_submit(*, user, name: str, spec_fields: dict, images: list[Training
         raise TooManyActiveJobs(
             f"You already have {active} jobs waiting or running; wait for one to finish or cancel one."
         )
-    info = model_info()
+    info = own_model_info()  # what the trainer starts from (TrainingSpec.base_model_path)
     cost = training_cost(method=spec.method, steps=spec.steps, resolution=spec.resolution,
                          num_images=len(spec.images),
                          num_class_images=spec.num_class_images if spec.prior_preservation else 0,

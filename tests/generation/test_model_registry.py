@@ -291,3 +291,15 @@ def test_a_worker_the_broadcast_missed_asks_for_a_new_models_queue_at_its_next_t
     assert asked == [("gpu.second", ["worker1@host"])]
     assert tasks.ask_for_missing_model_queues("worker1@host") == []  # asked once
     assert tasks.ask_for_missing_model_queues(None) == []  # never a broadcast to every worker
+
+
+def test_trainings_start_from_the_studios_own_model_whichever_model_is_the_default(second_model):
+    from tests.generation.test_training_services import submit as submit_training
+
+    SDModel.objects.filter(pk=second_model.pk).update(info={**second_model.info, "name": "other", "hash": "0" * 10})
+    services.model_make_default(model=second_model)
+    assert selectors.model_info().name == "other"  # what Create starts with
+    training = submit_training(make_user(credits=500))
+    own = services.builtin_model()
+    assert (training.model_name, training.model_hash) == (own.model_info().name, own.hash)
+    assert services.training_spec(training).base_model_path == str(model_path())
