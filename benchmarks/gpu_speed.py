@@ -1,5 +1,5 @@
-"""Issue 13's GPU measurements in one call: random-weight SD 1.5 (and SDXL, plain diffusers only
-until the engine runs SDXL) built from the shipped configs, no download.
+"""Issue 13's GPU measurements in one call: random-weight SD 1.5 and SDXL built from the shipped
+configs, no download.
 
     python benchmarks/gpu_speed.py --json $OUT/gpu_speed.json          # on a GPU (fp16)
     python benchmarks/gpu_speed.py --tiny --device cpu                 # the same code on tiny models
@@ -76,13 +76,13 @@ def plain_pipeline(path: Path, family: str, device: str, dtype):
     return pipe
 
 
-def measure_sd(path: Path, size: int, steps: int, runs: int, device: str, dtype, compile_too: bool) -> dict:
+def measure(path: Path, family: str, size: int, steps: int, runs: int, device: str, dtype, compile_too: bool) -> dict:
     import torch
 
     from generation.engine import Engine, GenerationRequest
     from generation.engine.speed import SpeedOptions
 
-    plain = plain_pipeline(path, "sd15", device, dtype)
+    plain = plain_pipeline(path, family, device, dtype)
 
     def plain_one():
         plain(PROMPTS[0], height=size, width=size, num_inference_steps=steps, guidance_scale=7.0,
@@ -119,16 +119,6 @@ def measure_sd(path: Path, size: int, steps: int, runs: int, device: str, dtype,
     return row
 
 
-def measure_sdxl_plain(path: Path, size: int, steps: int, runs: int, device: str, dtype) -> dict:
-    import torch
-
-    plain = plain_pipeline(path, "sdxl", device, dtype)
-    seconds = timed(lambda: plain(PROMPTS[0], height=size, width=size, num_inference_steps=steps,
-                                  guidance_scale=7.0, generator=torch.Generator("cpu").manual_seed(1)), runs)
-    return {"size": size, "steps": steps, "plain_s": seconds, "plain_its": steps / seconds,
-            "engine": "SDXL is not run by the engine yet (issue 13)"}
-
-
 def versions() -> dict:
     import diffusers
     import torch
@@ -156,12 +146,12 @@ def main() -> None:
     sd15 = build("sd15", args.tiny, folder / "sd15", dtype)
     small, large = (64, 128) if args.tiny else (512, 1024)
     for size in (small, large):
-        report["rows"].append({"model": "sd15", **measure_sd(sd15, size, args.steps, args.runs, args.device, dtype,
-                                                             compile_too=not args.no_compile and size == small)})
+        report["rows"].append({"model": "sd15", **measure(sd15, "sd15", size, args.steps, args.runs, args.device,
+                                                          dtype, compile_too=not args.no_compile and size == small)})
     if not args.no_sdxl:
         sdxl = build("sdxl", args.tiny, folder / "sdxl", dtype)
-        report["rows"].append({"model": "sdxl", **measure_sdxl_plain(sdxl, large, args.steps, args.runs,
-                                                                    args.device, dtype)})
+        report["rows"].append({"model": "sdxl", **measure(sdxl, "sdxl", large, args.steps, args.runs, args.device,
+                                                          dtype, compile_too=False)})
     print(json.dumps(report["versions"]))
     for row in report["rows"]:
         print(" | ".join(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
