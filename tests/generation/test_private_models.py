@@ -66,3 +66,6 @@ def test_a_full_fine_tune_becomes_a_model_only_its_owner_can_pick_and_run(client
     client.force_login(other)
     create = client.get(reverse("generation:create")).content.decode()
     assert variant.name not in create
+    client.force_login(make_user(staff=True))
+    models_page = client.get(reverse("generation:staff_models")).content.decode()
+    assert f"private: {owner.email}" in models_page and variant.storage_folder in models_page
