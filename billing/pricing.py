@@ -43,11 +43,8 @@ def model_price_set(*, model_name: str, multiplier) -> None:
 
 
 def _model_multiplier(model_name: str) -> Fraction:
-    if model_name:
-        row = ModelPrice.objects.filter(model_name=model_name).values_list("multiplier", flat=True).first()
-        if row is not None:
-            return Fraction(row)  # Decimal -> exact Fraction
-    return Fraction(1)
+    # Decimal -> exact Fraction
+    return Fraction(model_price_multiplier(model_name=model_name)) if model_name else Fraction(1)
 
 
 def _credits_per_step_pixel(prices: PriceSettings, model_name: str) -> Fraction:

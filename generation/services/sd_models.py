@@ -19,11 +19,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from billing import services as billing
-from generation import events
 from generation.engine.contracts import ModelError
 from generation.engine.model_info import read_model_info
 from generation.models import Job, JobState, SDModel
 from generation.services import wakeup
+from generation.services.queue import finish
 
 logger = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")  # a slug: the API's and the queue's name of it
@@ -91,14 +91,11 @@ def model_mark_broken(*, model_id: int, reason: str) -> int:
     """A worker could not load the model: mark it for staff and fail its queued jobs with the
     reason and their credits released (their users should not wait for a repair). Returns how
     many jobs failed. Running jobs of it are the worker's to fail."""
-    now = timezone.now()
-    SDModel.objects.filter(pk=model_id).update(broken_reason=reason[:2000], broken_at=now)
+    SDModel.objects.filter(pk=model_id).update(broken_reason=reason[:2000], broken_at=timezone.now())
     failed = 0
     for job in Job.objects.select_for_update().filter(model_id=model_id, state=JobState.QUEUED):
         billing.credits_release(subject=job.billing_subject, reason="The model could not be loaded")
-        Job.objects.filter(pk=job.pk).update(state=JobState.FAILED, error=reason[:1000], finished_at=now)
-        job.refresh_from_db()
-        events.job_state_changed(job)
+        finish(job, state=JobState.FAILED, error=reason[:1000])
         failed += 1
     logger.error("Model %s is broken (%s); %d queued job(s) failed", model_id, reason, failed)
     return failed
