@@ -19,7 +19,7 @@ from billing.services import InsufficientCredits
 from generation import selectors, services, serving
 from generation.canvas_forms import CanvasForm
 from generation.models import CANVAS_FIELDS, Image, Job, JobMode
-from generation.views import MODEL_KEY
+from generation.views import remembered_model
 
 
 def _source_url(request: HttpRequest) -> tuple[dict, str | None]:
@@ -57,7 +57,7 @@ def canvas(request: HttpRequest) -> HttpResponse:
     canvas by that model's native and largest sizes, so the model is changed on Create, not here."""
     teams = list(selectors.teams_user_can_save_into(request.user))
     if request.method == "GET":
-        model = selectors.model_remembered(request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
+        model = remembered_model(request)
         info = selectors.model_info(model)
         initial, source_url = _source_url(request)
         initial["model"] = model

@@ -115,6 +115,12 @@ DESTINATION_KEY = "create_destination"  # the session remembers the last "Save t
 MODEL_KEY = "create_model"  # and the last model picked (selectors.model_remembered)
 
 
+def remembered_model(request: HttpRequest):
+    """The model a Create or canvas page starts with: ?model=, else the session's last pick, else
+    the user's last job's, else the default (selectors.model_remembered)."""
+    return selectors.model_remembered(request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
+
+
 def _remember(request: HttpRequest, key: str, value) -> None:
     """Keep a choice in the session, writing the session only when it changed (a submit's own
     time: most submits repeat the last one's choices)."""
@@ -157,8 +163,7 @@ def create(request: HttpRequest) -> HttpResponse:
     offered = selectors.models_offered(request.user)
     if request.method == "GET":
         from_job = _initial_from_job(request)
-        model = from_job.get("model") or selectors.model_remembered(
-            request.user, request.GET.get("model") or request.session.get(MODEL_KEY))
+        model = from_job.get("model") or remembered_model(request)
         info = selectors.model_info(model)
         initial = {**_remembered_destination(request), **_model_initial(model), **from_job}
         form = CreateForm(initial=initial, model_info=info, teams=teams, user=request.user, models=offered)
