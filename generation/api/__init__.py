@@ -14,8 +14,8 @@ from generation.api.images import router as images_router
 from generation.api.loras import router as loras_router
 from generation.api.trainings import router as trainings_router
 from generation.engine.contracts import SAMPLERS
-from generation.selectors import default_model, models_offered
-from generation.services.sd_models import builtin_model
+from generation.selectors import default_model
+from generation.services.sd_models import models_to_list
 
 router = Router(tags=["models"])
 
@@ -46,7 +46,7 @@ class SamplerOut(Schema):
 def models(request):
     """The models a generation may pick (`model`), the default one first (a user key also lists its
     user's private models: their full fine-tunes)."""
-    offered = list(models_offered(key_user(request))) or [builtin_model()]
+    offered = models_to_list(key_user(request))
     default = default_model()
     return [_model_out(model, is_default=default is not None and model.pk == default.pk) for model in offered]
 

@@ -22,9 +22,9 @@ from generation.engine.contracts import SAMPLERS
 from generation.engine.infotext import parse_infotext
 from generation.models import Job, JobKind, JobState
 from generation.png_info import MAX_INFOTEXT, MAX_PARAMETER_LINE
-from generation.selectors import default_model, models_offered
+from generation.selectors import default_model
 from generation.services import jobs as job_services
-from generation.services.sd_models import builtin_model
+from generation.services.sd_models import builtin_model, models_to_list
 from generation.services.uploads import UploadRefused, upload_read_png_text
 
 router = Router(tags=["AUTOMATIC1111"])
@@ -49,7 +49,7 @@ class SdSamplerOut(Schema):
 
 @router.get("/sd-models", response={200: list[SdModelOut], **problems()}, summary="A1111: the checkpoints")
 def sd_models(request):
-    offered = list(models_offered(key_user(request))) or [builtin_model()]
+    offered = models_to_list(key_user(request))
     return [SdModelOut(title=checkpoint_title(model), model_name=model.name, hash=model.hash, sha256=None,
                        filename=model.path.rsplit("/", 1)[-1], config=None) for model in offered]
 

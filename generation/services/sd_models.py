@@ -138,6 +138,14 @@ def model_register_private(*, owner, title: str, local_dir: str, storage_folder:
     return model
 
 
+def models_to_list(user=None) -> list[SDModel]:
+    """What the API lists as `user`'s models: those offered to them, or, before any is registered,
+    the studio's own model (registered now)."""
+    from generation.selectors import models_offered
+
+    return list(models_offered(user)) or [builtin_model()]
+
+
 def builtin_model() -> SDModel:
     """The row of the studio's own model (STUDIO_MODEL_PATH, else the demo model), registered the
     first time it is needed; the default model when no other is."""
