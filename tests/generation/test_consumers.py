@@ -8,6 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 
+from accounts import realtime
 from generation import events, services
 from studio.asgi import application
 from tests.factories import make_user, submit_job
@@ -28,6 +29,9 @@ async def connect(job, user=None, origin=b"http://127.0.0.1"):
     headers = [(b"origin", origin), (b"host", b"127.0.0.1")]  # the Host a browser on that origin sends
     if user is not None:
         headers.append((b"cookie", (await sync_to_async(session_cookie)(user)).encode()))
+    # The set-up's own events (the job's creation, say) leave before the socket joins its group:
+    # sends do not wait, and one arriving after the connect would be taken for the test's.
+    await sync_to_async(realtime.send_loop.flush)()
     communicator = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=headers)
     connected, code = await communicator.connect()
     return communicator, connected, code
