@@ -132,20 +132,29 @@ def regularisation_images(gen: "Generator", n: int) -> tuple[TrainingImage, ...]
 def make_spec(args, method: str, scenes, extra: tuple[TrainingImage, ...] = ()) -> TrainingSpec:
     preset = PRESETS[args.preset]
     images = tuple(TrainingImage(png(dataset.render(s)), s.caption) for s in scenes) + extra
+    full = method == "dreambooth-full"
+    method = "dreambooth" if full else method
     spec = TrainingSpec(
-        base_model_path=str(args.model), images=images, method=method,
+        base_model_path=str(args.model), images=images, method=method, full_finetune=full,
         steps=args.steps or preset["steps"], rank=args.rank or preset["rank"],
         learning_rate=args.lr or preset["learning_rate"], resolution=dataset.SIZE,
         batch_size=args.batch, seed=args.seed, checkpoint_every=0, sample_every=0,
         train_text_encoder=args.train_text_encoder, lora_targets=args.lora_targets,
     )
     if method == "dreambooth":
-        spec = replace(spec, instance_token=TOKEN, instance_prompt=f"a {TOKEN}",
+        spec = replace(spec, instance_token=TOKEN, instance_prompt=f"a {shape_words(args)}",
                        class_prompt=args.class_prompt, class_prompts=class_prompts(args),
                        prior_preservation=True,
                        num_class_images=args.class_images, prior_loss_weight=args.prior_weight,
-                       train_token_embeddings=True if args.train_token_embeddings else None)
+                       train_token_embeddings=True if args.train_token_embeddings and not full else None)
     return spec
+
+
+def shape_words(args) -> str:
+    """What stands for the shape word in the new shape's captions and prompts: the rare token, or
+    with ``--class-noun`` the token before a known shape word ("zwx circle"), as DreamBooth's
+    "a photo of sks dog" puts its identifier before the class noun."""
+    return f"{TOKEN} {args.class_noun}" if args.class_noun else TOKEN
 
 
 def class_prompts(args) -> tuple[str, ...]:
@@ -159,12 +168,14 @@ def class_prompts(args) -> tuple[str, ...]:
     rng = random.Random(9001)
     split = dataset.NEW_SHAPE_TRAIN_SPLIT
     out: list[str] = []
+    sizes = ("small", "medium", "large")
     for shape in args.class_prompt_shapes or dataset.SHAPES:
-        for _ in range(args.old_shape_class_prompts):
+        for k in range(args.old_shape_class_prompts):
             while True:
                 s = dataset.sample_scene(rng, two_object_rate=0.0)
                 o = s.objects[0]
-                if o.shape == shape and (not args.class_prompts_train_split or (
+                if o.shape == shape and (not args.class_prompts_by_size or o.size == sizes[k % 3]) and (
+                        not args.class_prompts_train_split or (
                         o.colour in split["colours"] and s.background in split["backgrounds"]
                         and o.position in split["positions"])):
                     break
@@ -173,12 +184,13 @@ def class_prompts(args) -> tuple[str, ...]:
 
 
 def train(spec: TrainingSpec):
-    """The studio's trainer, as the worker runs it: (kohya LoRA bytes, seconds, losses)."""
+    """The studio's trainer, as the worker runs it: (kohya LoRA bytes, or a full fine-tune's model
+    folder; seconds, losses)."""
     from generation.engine.training.finetune import Trainer
 
     t0 = time.perf_counter()
     result = Trainer(device="cpu").run(spec)
-    return result.lora, time.perf_counter() - t0, list(result.losses)
+    return result.model_dir or result.lora, time.perf_counter() - t0, list(result.losses)
 
 
 # ----------------------------------------------------------------------------- main
@@ -189,7 +201,9 @@ def main(argv=None) -> dict:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     p.add_argument("--shape", default="crescent", choices=dataset.NEW_SHAPES)
     p.add_argument("--images", type=int, default=20)
-    p.add_argument("--methods", nargs="+", default=["lora", "dreambooth"])
+    p.add_argument("--methods", nargs="+", default=["lora", "dreambooth"],
+                   choices=["lora", "dreambooth", "dreambooth-full"],
+                   help="dreambooth-full: DreamBooth as a full UNet fine-tune (a private model)")
     p.add_argument("--preset", default="standard", choices=list(PRESETS))
     p.add_argument("--steps", type=int, default=0, help="override the preset's steps")
     p.add_argument("--rank", type=int, default=0)
@@ -210,14 +224,19 @@ def main(argv=None) -> dict:
     p.add_argument("--class-prompts-train-split", action="store_true",
                    help="--old-shape-class-prompts only in the training images' colours, backgrounds and "
                         "positions (dataset.NEW_SHAPE_TRAIN_SPLIT), none of the held-out ones")
+    p.add_argument("--class-prompts-by-size", action="store_true",
+                   help="--old-shape-class-prompts cycle through the sizes: K=3 gives each shape small, "
+                        "medium and large")
     p.add_argument("--class-prompt-shapes", nargs="+", default=[], choices=dataset.SHAPES,
                    help="--old-shape-class-prompts for these shapes only (default: all 7)")
+    p.add_argument("--class-noun", default="", choices=["", *dataset.SHAPES],
+                   help="captions and prompts say 'zwx NOUN' (e.g. 'zwx circle') instead of 'zwx'")
     p.add_argument("--class-prompt", default="a circle")
     p.add_argument("--class-prompts", nargs="+", default=[],
                    help="several class prompts (instead of --class-prompt), class images spread over them")
     p.add_argument("--old-shape-class-prompts", type=int, default=0, metavar="K",
                    help="class prompts: K canonical captions of each shipped shape (varied colours)")
-    p.add_argument("--lora-targets", default="", choices=["", "attention", "cross_attention"],
+    p.add_argument("--lora-targets", default="", choices=["", "attention", "cross_attention", "all"],
                    help="where the LoRA goes ('': the method's default)")
     p.add_argument("--skip-before", action="store_true",
                    help="do not generate the base model's images (deterministic: see an earlier run)")
@@ -248,8 +267,8 @@ def main(argv=None) -> dict:
     t_start = time.time()
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
 
-    train_scenes = dataset.new_shape_training_scenes(args.shape, args.images, token=TOKEN)
-    test_scenes = dataset.new_shape_test_scenes(args.shape, args.test_prompts, token=TOKEN)
+    train_scenes = dataset.new_shape_training_scenes(args.shape, args.images, token=shape_words(args))
+    test_scenes = dataset.new_shape_test_scenes(args.shape, args.test_prompts, token=shape_words(args))
     # seeds 100+ : never a seed of the trainer or of its class images
     t_prompts = [s.caption for s in test_scenes for _ in range(args.seeds)]
     t_seeds = [100 + k for _ in test_scenes for k in range(args.seeds)]
@@ -276,19 +295,22 @@ def main(argv=None) -> dict:
     extra = regularisation_images(gen, args.regularise) if args.regularise else ()
     for method in args.methods:
         spec = make_spec(args, method, train_scenes, extra)
-        data, seconds, losses = train(spec)
+        trained, seconds, losses = train(spec)
         print(f"{method}: trained in {seconds:.1f} s", flush=True)
-        f = Path(tempfile.mkdtemp()) / f"{method}.safetensors"
-        f.write_bytes(data)
-        lora = LoraRef(name=f"{args.shape}-{method}", sha256=hashlib.sha256(data).hexdigest(), path=str(f))
-        new_imgs, old_imgs = gen.images(t_prompts, t_seeds, lora), gen.images(o_prompts, o_seeds, lora)
+        if spec.full_finetune:  # a private model: generate from its folder, as a job on it would
+            run_gen, lora = Generator(Path(trained), args.threads), None
+        else:
+            run_gen, f = gen, Path(tempfile.mkdtemp()) / f"{method}.safetensors"
+            f.write_bytes(trained)
+            lora = LoraRef(name=f"{args.shape}-{method}", sha256=hashlib.sha256(trained).hexdigest(), path=str(f))
+        new_imgs, old_imgs = run_gen.images(t_prompts, t_seeds, lora), run_gen.images(o_prompts, o_seeds, lora)
         after_new, after_old = new_shape_rate(new_imgs, t_rep, args.shape), old_shape_accuracy(old_imgs, old)
         grid.append((method, new_imgs, old_imgs))
         report[method] = {"lora_targets": spec.lora_targets or "default", "steps": spec.steps, "rank": spec.rank, "learning_rate": spec.learning_rate,
                           "batch": spec.batch_size, "train_seconds": seconds,
                           "loss_first_last": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
                           "new_shape": after_new, "old_shapes": after_old}
-        if method == "dreambooth":
+        if method.startswith("dreambooth"):
             report[method] |= {"train_token_embeddings": spec.train_token_embeddings,
                                "token_lr_scale": finetune.TOKEN_EMBEDDING_LR_SCALE,
                                "adapter_lr_scale": finetune.ADAPTER_LR_SCALE,
@@ -313,7 +335,7 @@ def main(argv=None) -> dict:
         caption_grid(cells, caps, args.grid, cols=2 * k)
         report["grid"] = str(args.grid)
     pct = lambda v: f"{100 * v:.1f}%"
-    lines = [f"new shape: {args.shape} ({args.images} training images, token {TOKEN!r}); held-out: "
+    lines = [f"new shape: {args.shape} ({args.images} training images, token {shape_words(args)!r}); held-out: "
              f"{args.test_prompts} prompts x {args.seeds} seeds; old shapes: {len(old)} one-object prompts",
              "| method | steps | rank | lr | train time | new shape (held-out) | old shapes, standard judge | "
              "old shapes, extended judge |", "|---|---|---|---|---|---|---|---|",

@@ -271,6 +271,40 @@ def test_cross_attention_targets_put_the_lora_only_on_attn2_keys_and_values(trai
     assert info.value.field == "lora_targets" and "cross_attention" in str(info.value)
 
 
+def test_all_targets_add_convolution_and_feed_forward_loras_the_engine_fuses(trainer, tmp_path):
+    """"all": the transformer blocks' every projection and the ResNet blocks' convolutions (a
+    LoCon-style kohya file, 4-D conv weights), which the engine's LoraSet fuses like the rest."""
+    import hashlib
+
+    from diffusers import UNet2DConditionModel
+
+    from generation.engine.contracts import LoraRef
+    from generation.engine.lora import LoraSet
+
+    result = trainer.run(_spec(lora_targets="all"))
+    tensors = _lora_tensors(result.lora)
+    names = {key.split(".")[0] for key in tensors}
+    for suffix in ("_attn1_to_q", "_attn2_to_v", "_ff_net_0_proj", "_ff_net_2", "_proj_in", "_resnets_0_conv1",
+                   "_resnets_0_conv2"):
+        assert any(n.endswith(suffix) for n in names), suffix
+    conv = next(n for n in names if n.endswith("_resnets_0_conv1"))
+    down, up = tensors[f"{conv}.lora_down.weight"], tensors[f"{conv}.lora_up.weight"]
+    assert (down.ndim, down.shape[0], tuple(down.shape[2:]), tuple(up.shape[1:])) == (4, 4, (3, 3), (4, 1, 1))
+    summary = inspect_lora(result.lora, model_path=str(MODEL))
+    assert len(summary.unet_modules) == len(names)
+
+    unet = UNet2DConditionModel.from_pretrained(MODEL / "unet")
+    weight = unet.get_submodule("down_blocks.0.resnets.0.conv1").weight
+    base = weight.detach().clone()
+    path = tmp_path / "all.safetensors"
+    path.write_bytes(result.lora)
+    loras = LoraSet({"unet": unet}, model_path=MODEL, device="cpu")
+    loras.use([LoraRef(name="all", sha256=hashlib.sha256(result.lora).hexdigest(), path=str(path))])
+    assert not torch.equal(weight, base)  # the convolution's LoRA is fused
+    loras.use([])
+    assert torch.equal(weight, base)
+
+
 def test_several_class_prompts_spread_the_class_images_over_them(trainer):
     common = dict(method="dreambooth", instance_token="zwx", instance_prompt="a zwx square",
                   prior_preservation=True, num_class_images=2, steps=10)
@@ -314,7 +348,8 @@ def test_token_embeddings_train_only_the_instance_tokens_rows_and_load_as_a_lora
                   class_prompts=("a square", "a red circle"), prior_preservation=True, num_class_images=2,
                   steps=10, learning_rate=5e-3)
     spec = _spec(train_token_embeddings=True, checkpoint_every=5, **common)
-    assert token_embeddings_of(spec) and not token_embeddings_of(_spec(**common))  # off by default
+    assert token_embeddings_of(_spec(**common))  # DreamBooth's default
+    assert not token_embeddings_of(_spec(train_token_embeddings=False, **common))
     checkpoints = []
     result = trainer.run(spec, on_checkpoint=checkpoints.append)
     tokenizer = CLIPTokenizer.from_pretrained(MODEL / "tokenizer")

@@ -45,6 +45,8 @@ UNET_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")
 UNET_LORA_TARGETS: dict[str, list[str] | str] = {
     "attention": list(UNET_TARGET_MODULES),
     "cross_attention": r".*\.attn2\.(to_k|to_v)",
+    # LoCon-like: the transformer blocks' every projection and the ResNet blocks' convolutions too
+    "all": r".*\.(to_q|to_k|to_v|to_out\.0|proj_in|proj_out|ff\.net\.0\.proj|ff\.net\.2|conv1|conv2)",
 }
 TEXT_ENCODER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj")
 # The text encoder's input embeddings (transformers' CLIPTextModel path, without "text_model."):

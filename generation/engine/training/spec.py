@@ -25,6 +25,7 @@ MIN_RANK, MAX_RANK = 1, 128
 MIN_STEPS, MAX_STEPS = 10, 5000
 MIN_LEARNING_RATE, MAX_LEARNING_RATE = 1e-6, 1e-2
 MAX_CLASS_IMAGES = 200
+MIN_PRIOR_LOSS_WEIGHT, MAX_PRIOR_LOSS_WEIGHT = 0.0, 10.0
 MAX_CAPTION_CHARS = 300
 MAX_CLASS_PROMPTS = 50
 
@@ -32,13 +33,18 @@ MAX_CLASS_PROMPTS = 50
 # DEFAULT_LORA_TARGETS). "attention": every attention projection, self- and cross-attention
 # (to_q/to_k/to_v/to_out.0); "cross_attention": only the cross-attention's to_k/to_v (attn2, as
 # Custom Diffusion), which see only the text, so what changes is what the words mean rather than
-# how every image is drawn (docs/fine-tuning.md, "Teaching the demo model a new shape").
+# how every image is drawn; "all": the transformer blocks' every projection and the ResNet blocks'
+# convolutions too (LoCon-style), so the UNet can learn to draw something new for the token while
+# the prior keeps the rest (docs/fine-tuning.md, "Teaching the demo model a new shape").
 LORA_TARGETS: dict[str, str] = {"attention": "all attention projections",
-                                "cross_attention": "cross-attention keys and values"}
-DEFAULT_LORA_TARGETS: dict[str, str] = {"lora": "attention", "dreambooth": "attention"}
+                                "cross_attention": "cross-attention keys and values",
+                                "all": "attention, feed-forward and convolution layers"}
+# DreamBooth: "all" with the token's embeddings is the only setting that drew the demo model's new
+# shape and kept its old ones (runs G1-G18); attention alone could not do both (runs C, D).
+DEFAULT_LORA_TARGETS: dict[str, str] = {"lora": "attention", "dreambooth": "all"}
 # Whether a method trains the instance token's input embeddings by default (TrainingSpec.
 # train_token_embeddings None); only DreamBooth has an instance token.
-DEFAULT_TRAIN_TOKEN_EMBEDDINGS: dict[str, bool] = {"lora": False, "dreambooth": False}
+DEFAULT_TRAIN_TOKEN_EMBEDDINGS: dict[str, bool] = {"lora": False, "dreambooth": True}
 
 # name -> (steps, rank, learning rate): what "quick / standard / thorough" mean, at the batch size
 # of 1 the studio trains with. Measured on the demo model (benchmarks/finetune_shape.py, a new shape
@@ -146,6 +152,13 @@ def token_embeddings_of(spec: TrainingSpec) -> bool:
     return bool(spec.train_token_embeddings)
 
 
+def class_prompt_fields(text: str) -> dict:
+    """TrainingSpec's ``class_prompt`` and ``class_prompts`` from a class prompt written as one or
+    more lines (the form's and the API's field): several lines are several class prompts."""
+    lines = tuple(line.strip() for line in text.splitlines() if line.strip())
+    return {"class_prompt": lines[0] if lines else "", "class_prompts": lines if len(lines) > 1 else ()}
+
+
 def class_prompts_of(spec: TrainingSpec) -> tuple[str, ...]:
     """DreamBooth's class prompts: ``class_prompts`` when given, else the one ``class_prompt``."""
     return tuple(spec.class_prompts) if spec.class_prompts else (spec.class_prompt,)
@@ -201,6 +214,11 @@ def _validate_dreambooth(spec: TrainingSpec) -> None:
                 raise InvalidRequest("class_prompt", "prior preservation needs a class prompt, e.g. 'a photo of a dog'")
             if token in spec.class_prompt.split():
                 raise InvalidRequest("class_prompt", "must not contain the instance token")
+        weight = spec.prior_loss_weight
+        if (not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight != weight
+                or not MIN_PRIOR_LOSS_WEIGHT <= weight <= MAX_PRIOR_LOSS_WEIGHT):
+            raise InvalidRequest("prior_loss_weight", f"must be a number from {MIN_PRIOR_LOSS_WEIGHT:g} to "
+                                                      f"{MAX_PRIOR_LOSS_WEIGHT:g}")
         if not _is_int(spec.num_class_images) or not 1 <= spec.num_class_images <= MAX_CLASS_IMAGES:
             raise InvalidRequest("num_class_images", f"must be a whole number from 1 to {MAX_CLASS_IMAGES}")
         if spec.num_class_images < len(spec.class_prompts):
