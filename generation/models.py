@@ -510,7 +510,15 @@ class Training(models.Model):
     train_text_encoder = models.BooleanField(default=False)
     instance_token = models.CharField(max_length=32, blank=True)
     class_prompt = models.CharField(max_length=300, blank=True)
+    class_prompts = models.JSONField(
+        default=list, blank=True, help_text="Several class prompts (class images are spread over them); "
+                                            "empty: the one class_prompt.")
     prior_preservation = models.BooleanField(default=False)
+    prior_loss_weight = models.FloatField(default=1.0)
+    # The trainer's settings as resolved at submit (a later change of the method's defaults does not
+    # change a training under way); the defaults are what trainings before these fields had.
+    lora_targets = models.CharField(max_length=32, default="attention")
+    train_token_embeddings = models.BooleanField(default=False)
     num_class_images = models.PositiveSmallIntegerField(default=0)
     full_finetune = models.BooleanField(default=False)
     checkpoint_every = models.PositiveIntegerField(default=50)

@@ -16,16 +16,21 @@ from django.core.exceptions import ValidationError
 from generation.engine.training.spec import (
     MAX_CAPTION_CHARS,
     MAX_CLASS_IMAGES,
+    MAX_CLASS_PROMPTS,
     MAX_IMAGES,
     MAX_LEARNING_RATE,
+    MAX_PRIOR_LOSS_WEIGHT,
     MAX_RANK,
     MAX_STEPS,
     METHODS,
     MIN_IMAGES,
     MIN_LEARNING_RATE,
+    MIN_PRIOR_LOSS_WEIGHT,
     MIN_RANK,
     MIN_STEPS,
     PRESETS,
+    TrainingSpec,
+    class_prompt_fields,
 )
 from generation.models import Image
 from generation.services.loras import MAX_DESCRIPTION_CHARS, lora_name_problem
@@ -149,9 +154,13 @@ class TrainingSettingsForm(forms.Form):
     # DreamBooth
     instance_token = forms.CharField(required=False, max_length=32, label="Instance token",
                                      widget=forms.TextInput(attrs={"placeholder": "zwx"}))
-    class_prompt = forms.CharField(required=False, max_length=MAX_CAPTION_CHARS, label="Class prompt",
-                                   widget=forms.TextInput(attrs={"placeholder": "a photo of a dog"}))
+    class_prompt = forms.CharField(
+        required=False, max_length=MAX_CLASS_PROMPTS * (MAX_CAPTION_CHARS + 1), label="Class prompt",
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "a photo of a dog"}))
     prior_preservation = forms.BooleanField(required=False, initial=True, label="Prior preservation")
+    prior_loss_weight = forms.FloatField(
+        required=False, min_value=MIN_PRIOR_LOSS_WEIGHT, max_value=MAX_PRIOR_LOSS_WEIGHT, label="Prior weight",
+        widget=forms.NumberInput(attrs={"step": "any", "placeholder": f"{TrainingSpec.prior_loss_weight:g}"}))
     num_class_images = forms.IntegerField(required=False, min_value=1, max_value=MAX_CLASS_IMAGES, initial=20,
                                           label="Class images")
     full_finetune = forms.BooleanField(required=False, label="Full fine-tune (a private model variant)")
@@ -178,6 +187,17 @@ class TrainingSettingsForm(forms.Form):
 
     def captions(self) -> list[str]:
         return [self.cleaned_data[f"caption_{index}"].strip() for index in range(self.image_count)]
+
+    def clean_class_prompt(self) -> str:
+        """One class prompt, or several, one per line (class images are spread over them)."""
+        prompts = class_prompt_fields(self.cleaned_data["class_prompt"] or "")
+        lines = prompts["class_prompts"] or (prompts["class_prompt"],)
+        if len(lines) > MAX_CLASS_PROMPTS:
+            raise ValidationError(f"{len(lines)} class prompts: give at most {MAX_CLASS_PROMPTS}, one per line.")
+        for number, line in enumerate(lines, 1):
+            if len(line) > MAX_CAPTION_CHARS:
+                raise ValidationError(f"Class prompt {number} is over {MAX_CAPTION_CHARS} characters.")
+        return "\n".join(line for line in lines if line)
 
     def clean(self):
         cleaned = super().clean()
@@ -208,8 +228,10 @@ class TrainingSettingsForm(forms.Form):
         quarter = max(fields["steps"] // 4, 1)
         fields.update(sample_every=quarter, checkpoint_every=min(quarter, 50), validation_seeds=[0, 1])
         if data["method"] == "dreambooth":
-            fields.update(instance_token=data["instance_token"].strip(), class_prompt=data["class_prompt"].strip(),
+            weight = data.get("prior_loss_weight")
+            fields.update(instance_token=data["instance_token"].strip(), **class_prompt_fields(data["class_prompt"]),
                           prior_preservation=bool(data["prior_preservation"]),
+                          prior_loss_weight=TrainingSpec.prior_loss_weight if weight is None else weight,
                           num_class_images=(data["num_class_images"] or 0) if data["prior_preservation"] else 0,
                           full_finetune=bool(data.get("full_finetune")))
         return fields

@@ -41,16 +41,20 @@ from generation.engine.contracts import InvalidRequest
 from generation.engine.training.spec import (
     MAX_CAPTION_CHARS,
     MAX_CLASS_IMAGES,
+    MAX_CLASS_PROMPTS,
     MAX_IMAGES,
     MAX_LEARNING_RATE,
+    MAX_PRIOR_LOSS_WEIGHT,
     MAX_RANK,
     MAX_STEPS,
     METHODS,
     MIN_IMAGES,
     MIN_LEARNING_RATE,
+    MIN_PRIOR_LOSS_WEIGHT,
     MIN_RANK,
     MIN_STEPS,
     PRESETS,
+    TrainingSpec,
 )
 from generation.models import Job, JobKind
 from generation.selectors import model_info, queue_position
@@ -187,7 +191,8 @@ def training_sample(request, training_id: uuid.UUID, step: int, index: int):
 # --- Starting one ------------------------------------------------------------------------------------
 
 SETTING_FIELDS = ("name", "instance_prompt", "method", "preset", "rank", "learning_rate", "steps", "resolution",
-                  "train_text_encoder", "instance_token", "class_prompt", "prior_preservation", "num_class_images")
+                  "train_text_encoder", "instance_token", "class_prompt", "prior_preservation", "prior_loss_weight",
+                  "num_class_images")
 WEB_DEFAULTS = {"method": "lora", "preset": "quick", "prior_preservation": "true", "num_class_images": "20"}
 
 
@@ -208,8 +213,13 @@ def _request_body_schema() -> dict:
                        "description": "A multiple of 8; default the model's native size."},
         "train_text_encoder": boolean,
         "instance_token": {"type": "string", "maxLength": 32, "description": "DreamBooth: the rare word."},
-        "class_prompt": {"type": "string", "maxLength": MAX_CAPTION_CHARS, "description": "DreamBooth's prior."},
+        "class_prompt": {"type": "string", "maxLength": MAX_CLASS_PROMPTS * (MAX_CAPTION_CHARS + 1),
+                         "description": "DreamBooth's prior: one class prompt, or several, one per line "
+                                        "(the class images are spread over them)."},
         "prior_preservation": {**boolean, "default": True, "description": "DreamBooth."},
+        "prior_loss_weight": {**number, "minimum": MIN_PRIOR_LOSS_WEIGHT, "maximum": MAX_PRIOR_LOSS_WEIGHT,
+                              "default": TrainingSpec.prior_loss_weight,
+                              "description": "DreamBooth: the prior's loss weight beside the pictures'."},
         "num_class_images": {**integer, "minimum": 1, "maximum": MAX_CLASS_IMAGES, "default": 20},
         "captions": {"type": "string", "description": "A JSON array of strings, one per picture in order; "
                                                       "default: every caption is the instance prompt."},

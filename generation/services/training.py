@@ -38,6 +38,8 @@ from generation.engine.training.spec import (
     TrainingCheckpoint,
     TrainingResult,
     TrainingSpec,
+    lora_targets_of,
+    token_embeddings_of,
     validate_spec,
 )
 from generation.engine.training.spec import TrainingImage as SpecImage
@@ -57,7 +59,8 @@ MAX_VALIDATION_SEEDS = 4
 MAX_LOSS_POINTS = 400  # Training.losses is thinned to about this many [step, loss] points
 # Settings the Training row keeps; the Job keeps steps, resolution (width), seed and instance prompt.
 TRAINING_ROW_FIELDS = ("method", "rank", "learning_rate", "train_text_encoder", "instance_token", "class_prompt",
-                       "prior_preservation", "num_class_images", "full_finetune", "checkpoint_every", "sample_every")
+                       "class_prompts", "prior_preservation", "prior_loss_weight", "num_class_images",
+                       "full_finetune", "checkpoint_every", "sample_every")
 # The settings a submit may give (TrainingSpec fields; the rest are the trainer's defaults), and the preset's name.
 SPEC_FIELDS = frozenset(TRAINING_ROW_FIELDS) | {"steps", "resolution", "seed", "instance_prompt",
                                                  "validation_prompts", "validation_seeds"}
@@ -112,7 +115,7 @@ def _spec_from(spec_fields: dict, images: list[TrainingImageInput]) -> TrainingS
     if unknown:
         raise InvalidRequest(unknown[0], "is not a training setting")
     fields = {key: value for key, value in spec_fields.items() if key in SPEC_FIELDS}
-    for key in ("validation_prompts", "validation_seeds"):
+    for key in ("validation_prompts", "validation_seeds", "class_prompts"):
         if key in fields:
             if not isinstance(fields[key], (list, tuple)):
                 raise InvalidRequest(key, "must be a list")
@@ -127,7 +130,12 @@ def _spec_from(spec_fields: dict, images: list[TrainingImageInput]) -> TrainingS
         spec = TrainingSpec(base_model_path=str(model_path()), images=tuple(spec_images), **fields)
     except TypeError as error:
         raise InvalidRequest("settings", str(error)) from None
-    validate_spec(spec)
+    try:
+        validate_spec(spec)
+    except InvalidRequest as error:  # the form and the API give the class prompts as one field
+        if error.field != "class_prompts":
+            raise
+        raise InvalidRequest("class_prompt", error.message) from None
     _validate_studio_limits(spec)
     return spec
 
@@ -229,6 +237,7 @@ def training_submit(*, user, name: str, spec_fields: dict, images: list[Training
             job=job, name=name, preset=str(spec_fields.get("preset") or "")[:16],
             validation_prompts=list(spec.validation_prompts), validation_seeds=list(spec.validation_seeds),
             **{key: getattr(spec, key) for key in TRAINING_ROW_FIELDS},
+            lora_targets=lora_targets_of(spec), train_token_embeddings=token_embeddings_of(spec),
         )
         TrainingImage.objects.bulk_create(
             TrainingImage(training=training, index=index, file=file_name, caption=spec.images[index].caption,
@@ -257,7 +266,9 @@ def training_spec(job: Job) -> TrainingSpec:
         train_text_encoder=training.train_text_encoder, seed=job.seed,
         instance_prompt=job.prompt,
         instance_token=training.instance_token, class_prompt=training.class_prompt,
-        prior_preservation=training.prior_preservation, num_class_images=training.num_class_images,
+        class_prompts=tuple(training.class_prompts or ()), prior_preservation=training.prior_preservation,
+        prior_loss_weight=training.prior_loss_weight, num_class_images=training.num_class_images,
+        lora_targets=training.lora_targets, train_token_embeddings=training.train_token_embeddings,
         full_finetune=training.full_finetune, checkpoint_every=training.checkpoint_every,
         sample_every=training.sample_every, validation_prompts=tuple(training.validation_prompts or ()),
         validation_seeds=tuple(training.validation_seeds or (0,)),

@@ -90,6 +90,22 @@ def test_the_web_forms_rules_and_upload_checks_answer_422_naming_the_field(clien
     assert not Job.objects.exists() and not LedgerEntry.objects.filter(kind=EntryKind.RESERVE).exists()
 
 
+def test_dreambooth_takes_several_class_prompts_one_per_line_and_a_prior_weight(client):
+    _, auth = keyed()
+    fields = dict(method="dreambooth", instance_token="zwx", steps="20", num_class_images="4")
+    in_prompt = start(client, auth, class_prompt="a photo of a dog\na zwx dog", **fields)
+    assert in_prompt.status_code == 422 and in_prompt.json()["errors"][0]["loc"] == ["body", "class_prompt"]
+    assert "class prompt 2 must not contain the instance token" in in_prompt.json()["detail"]
+    heavy = start(client, auth, class_prompt="a photo of a dog", prior_loss_weight="12", **fields)
+    assert heavy.status_code == 422 and heavy.json()["errors"][0]["loc"] == ["body", "prior_loss_weight"]
+    assert not Job.objects.exists()
+    response = start(client, auth, class_prompt="a photo of a dog\na photo of a cat", prior_loss_weight="1.5",
+                     **fields)
+    assert response.status_code == 202, response.content
+    training = Training.objects.get(pk=response.json()["id"])
+    assert (training.class_prompts, training.prior_loss_weight) == (["a photo of a dog", "a photo of a cat"], 1.5)
+
+
 def test_not_enough_credits_is_402_and_a_taken_name_409_with_nothing_kept(client):
     user, auth = keyed(credits=1)
     poor = start(client, auth)

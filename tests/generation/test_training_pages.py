@@ -144,6 +144,16 @@ def settings_data(**overrides) -> dict:
     ({"method": "dreambooth", "instance_token": "sks"}, "must contain the instance token"),
     ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": ""},
      "Prior preservation needs a class prompt"),
+    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": "a dog\na zwx dog"},
+     "class prompt 2 must not contain the instance token"),
+    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": "a dog\n" + "x" * 301},
+     "Class prompt 2 is over 300 characters"),
+    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": "\n".join(["a dog"] * 51)},
+     "51 class prompts: give at most 50"),
+    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": "a dog\na cat\na fox",
+      "num_class_images": "2"}, "2 class images cannot cover 3 class prompts"),
+    ({"method": "dreambooth", "instance_token": "zwx", "class_prompt": "a dog", "prior_loss_weight": "11"},
+     "less than or equal to 10"),
 ])
 def test_step_two_bad_settings_are_form_errors_and_nothing_is_charged(client, overrides, message):
     user = signed_in(client, credits=100)
@@ -171,6 +181,7 @@ def test_step_two_starts_the_training_with_the_captions_and_the_quoted_cost(clie
     training = job.training
     assert (training.name, training.rank, training.preset, training.sample_every, training.checkpoint_every) == (
         "zwx-dog", 4, "quick", 3, 3)
+    assert (training.lora_targets, training.train_token_embeddings) == ("attention", False)  # LoRA's defaults
     assert [image.caption for image in training.images.all()][1] == "a photo of zwx dog on grass"
     assert wallet_balance(user=user)[0] == 500 - cost
     assert "training_draft" not in client.session
@@ -193,6 +204,36 @@ def test_step_two_starts_a_dreambooth_training_with_prior_preservation(client):
     training = Training.objects.get(job__user=user)
     assert (training.method, training.instance_token, training.class_prompt, training.prior_preservation,
             training.num_class_images) == ("dreambooth", "zwx", "a photo of a dog", True, 5)
+
+
+def test_several_class_prompts_one_per_line_and_the_prior_weight_reach_the_trainer(client):
+    user = signed_in(client, credits=5000)
+    draft_of_three(client)
+    response = client.post(reverse("generation:training_settings"), settings_data(
+        method="dreambooth", instance_token="zwx", class_prompt=" a photo of a dog\r\n\r\na photo of a cat \n",
+        prior_loss_weight="2", num_class_images="4", steps="12", resolution="64"))
+    assert response.status_code == 302
+    training = Training.objects.get(job__user=user)
+    assert (training.class_prompt, training.class_prompts, training.prior_loss_weight) == (
+        "a photo of a dog", ["a photo of a dog", "a photo of a cat"], 2.0)
+    spec = services.training_spec(training.job)
+    assert (spec.class_prompts, spec.prior_loss_weight, spec.num_class_images) == (
+        ("a photo of a dog", "a photo of a cat"), 2.0, 4)
+    # DreamBooth's trainer defaults, fixed at submit so a later change of them cannot break a resume
+    assert (training.lora_targets, training.train_token_embeddings) == ("all", True)
+    assert (spec.lora_targets, spec.train_token_embeddings) == ("all", True)
+
+
+def test_one_class_prompt_keeps_the_default_prior_weight(client):
+    from generation.engine.training.spec import TrainingSpec
+
+    user = signed_in(client, credits=5000)
+    draft_of_three(client)
+    client.post(reverse("generation:training_settings"), settings_data(
+        method="dreambooth", instance_token="zwx", class_prompt="a photo of a dog", steps="12", resolution="64"))
+    training = Training.objects.get(job__user=user)
+    assert (training.class_prompts, training.prior_loss_weight) == ([], TrainingSpec.prior_loss_weight)
+    assert services.training_spec(training.job).class_prompts == ()
 
 
 def test_step_two_without_enough_credits_says_so_with_402(client):
