@@ -89,6 +89,11 @@ def test_train_watch_and_use_a_lora(signed_in, shots):
     page.wait_for_function(f"(before) => Number(document.querySelector('[data-training-quote] [data-cost]')"
                            f"?.dataset.cost) < before", arg=quick_cost)
     shots(page, "2-settings")
+    page.check("input[name=method][value=dreambooth]")  # its fieldset: class prompts one per line, prior weight
+    page.locator("textarea[name=class_prompt]").fill("a photo of a hexagon\na photo of a circle")
+    assert page.locator("input[name=prior_loss_weight]").is_visible()
+    shots(page, "2b-settings-dreambooth")
+    page.check("input[name=method][value=lora]")
     page.click("button:has-text('Start training')")
 
     # The training page: progress, the loss curve and samples arrive over the websocket.
