@@ -24,6 +24,8 @@ DreamBooth's variants (docs/fine-tuning.md, runs C1-C5 and D1-D32): a prior over
 (``--old-shape-class-prompts K``, optionally ``--class-prompt-shapes`` / ``--class-prompts-train-split``),
 ``--train-text-encoder``, ``--train-token-embeddings`` (TrainingSpec), and the trainer's module
 knobs ``--token-lr-scale``, ``--adapter-lr-scale``, ``--prior-warmup``, ``--lr-schedule``; ``--seed``.
+Runs E-G: ``--lora-targets all``, ``--class-prompts-by-size``, ``--prior-weight``, ``--class-noun``;
+``--methods dreambooth-full`` trains DreamBooth as a full UNet fine-tune (not measured yet).
 """
 
 from __future__ import annotations

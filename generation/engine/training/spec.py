@@ -40,7 +40,7 @@ LORA_TARGETS: dict[str, str] = {"attention": "all attention projections",
                                 "cross_attention": "cross-attention keys and values",
                                 "all": "attention, feed-forward and convolution layers"}
 # DreamBooth: "all" with the token's embeddings is the only setting that drew the demo model's new
-# shape and kept its old ones (runs G1-G18); attention alone could not do both (runs C, D).
+# shape and kept its old ones (runs G1-G23); attention alone could not do both (runs C, D).
 DEFAULT_LORA_TARGETS: dict[str, str] = {"lora": "attention", "dreambooth": "all"}
 # Whether a method trains the instance token's input embeddings by default (TrainingSpec.
 # train_token_embeddings None); only DreamBooth has an instance token.
