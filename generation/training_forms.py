@@ -197,7 +197,7 @@ class TrainingSettingsForm(forms.Form):
         for number, line in enumerate(lines, 1):
             if len(line) > MAX_CAPTION_CHARS:
                 raise ValidationError(f"Class prompt {number} is over {MAX_CAPTION_CHARS} characters.")
-        return "\n".join(line for line in lines if line)
+        return "\n".join(lines)
 
     def clean(self):
         cleaned = super().clean()
